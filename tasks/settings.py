@@ -1,0 +1,477 @@
+"""One validated view of the settings, built from the pyinfra inventory and group_data before any host is touched.
+
+Every task reads `Settings` (never raw `host.data` lookups). A bad value raises `SettingsError`, whose
+message is one line: the key, where it comes from, what is wrong, and the fix.
+
+Scopes of the keys (see SCHEMA):
+- cluster: one value for the whole lab (group_data/all.py, or the inventory's group data). A host that
+  overrides it with a different value is an error, because every host must agree on, say, the pod CIDR.
+- host: may differ per host (inventory entry or the role's group_data file): address, labels, minimums.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+ROLES = ("platform", "control_plane", "worker")
+CNIS = ("calico", "cilium")
+STORAGE_CLASSES = ("local-path", "nfs")
+KUBE_PROXY_MODES = ("iptables", "ipvs", "nftables")
+KUBEADM_POD_SUBNET_PER_NODE = 24  # kube-controller-manager's default --node-cidr-mask-size for IPv4
+
+_VERSION = re.compile(r"^v?\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
+
+
+class SettingsError(ValueError):
+    """A setting is wrong. str() is one line: key, source, problem, fix."""
+
+    def __init__(self, key: str, problem: str, fix: str, source: str = "") -> None:
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+        where = f" ({source})" if source else ""
+        super().__init__(f"setting {key}{where}: {problem}. Fix: {fix}")
+
+
+@dataclass(frozen=True)
+class Key:
+    scope: str  # "cluster" or "host"
+    kind: type | tuple[type, ...]
+    doc: str
+
+
+# Every setting the deploy reads. Types are checked before meaning; unknown keys are rejected with a
+# "did you mean" so a typo in group_data never silently falls back to a default.
+SCHEMA: dict[str, Key] = {
+    # names and addresses
+    "address": Key("host", str, "static IPv4 address of the host on the lab network"),
+    "hostname": Key("host", str, "host name to set (default: the inventory name)"),
+    "node_labels": Key("host", dict, "Kubernetes labels for the node (control_plane/worker)"),
+    "gitlab_domain": Key("cluster", str, "GitLab's name, resolved via /etc/hosts to the platform host"),
+    "registry_domain": Key("cluster", str, "the Container Registry's name, also pointing at the platform host"),
+    "node_network": Key("cluster", str, "the subnet all host addresses live in (CIDR)"),
+    # time
+    "ntp_upstream_servers": Key("cluster", list, "NTP servers the platform host follows"),
+    "ntp_local_stratum": Key("cluster", int, "stratum the platform serves when upstream is unreachable (0: off)"),
+    # Kubernetes networking
+    "pod_cidr": Key("cluster", str, "pod network (CIDR); each node gets a /24 of it"),
+    "service_cidr": Key("cluster", str, "Service ClusterIP range (CIDR)"),
+    "metallb_pool": Key("cluster", str, "MetalLB L2 pool, `first-last` inside node_network"),
+    "cni": Key("cluster", str, "calico or cilium"),
+    "kube_proxy_mode": Key("cluster", str, "iptables, ipvs or nftables"),
+    "storage_class": Key("cluster", str, "default StorageClass: local-path or nfs"),
+    # versions and downloads
+    "kubernetes_version": Key("cluster", str, "Kubernetes release (X.Y.Z)"),
+    "online_boutique_version": Key("cluster", str, "Online Boutique tag imported into app-repo"),
+    "artifacts": Key("cluster", dict, "downloads: name -> {version, sha256, url}"),
+    "artifact_mirror": Key("cluster", str, "base URL every download is fetched from instead of upstream ('' = upstream)"),
+    # switches
+    "disable_swap": Key("cluster", bool, "turn swap off now and across reboots (kubelet needs it off)"),
+    "gitlab_prometheus": Key("cluster", bool, "keep GitLab's bundled Prometheus (memory hungry on a mini PC)"),
+    # resource needs, per role (group_data/<role>.py) or per host
+    "memory_hard_min_mb": Key("host", int, "refuse the host below this much memory (MiB)"),
+    "memory_soft_min_mb": Key("host", int, "warn below this much memory (MiB)"),
+    "cpu_min": Key("host", int, "refuse the host below this many CPUs"),
+    "disk_soft_min_gb": Key("host", int, "warn below this much free space on / (GiB)"),
+}
+
+# Keys pyinfra and its connectors own; allowed in data, not ours to validate.
+_PYINFRA_PREFIXES = ("ssh_", "_", "fake_", "docker_", "dockerssh_", "chroot_", "local_", "vagrant_", "winrm_",
+                     "terraform_", "podman_")
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    hostname: str
+    address: ipaddress.IPv4Address
+    roles: tuple[str, ...]
+    node_labels: dict[str, str]
+    memory_hard_min_mb: int
+    memory_soft_min_mb: int
+    cpu_min: int
+    disk_soft_min_gb: int
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
+
+
+@dataclass(frozen=True)
+class Settings:
+    nodes: tuple[Node, ...]
+    gitlab_domain: str
+    registry_domain: str
+    node_network: ipaddress.IPv4Network
+    ntp_upstream_servers: tuple[str, ...]
+    ntp_local_stratum: int
+    pod_cidr: ipaddress.IPv4Network
+    service_cidr: ipaddress.IPv4Network
+    metallb_pool: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]
+    cni: str
+    kube_proxy_mode: str
+    storage_class: str
+    kubernetes_version: str
+    online_boutique_version: str
+    artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
+    artifact_mirror: str = ""
+    disable_swap: bool = True
+    gitlab_prometheus: bool = False
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def with_role(self, role: str) -> list[Node]:
+        return [n for n in self.nodes if n.has_role(role)]
+
+    @property
+    def platform(self) -> Node:
+        return self.with_role("platform")[0]
+
+    @property
+    def control_plane(self) -> Node:
+        return self.with_role("control_plane")[0]
+
+    @property
+    def workers(self) -> list[Node]:
+        return self.with_role("worker")
+
+    @property
+    def metallb_pool_range(self) -> str:
+        return f"{self.metallb_pool[0]}-{self.metallb_pool[1]}"
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_settings(inventory: Any) -> Settings:
+    """Build and validate Settings from a pyinfra Inventory (every host, not only those in --limit)."""
+    hosts = list(inventory)
+    if not hosts:
+        raise SettingsError("inventory", "has no hosts", "list hosts in the groups platform, control_plane, worker")
+    datas = {h.name: h.data.dict() for h in hosts}
+    groups = {h.name: tuple(g for g in ROLES if g in h.groups) for h in hosts}
+    return build_settings(datas, groups)
+
+
+def build_settings(datas: dict[str, dict[str, Any]], roles: dict[str, tuple[str, ...]]) -> Settings:
+    """Validate raw per-host data (as pyinfra merged it) and the role membership of each host."""
+    for name, data in datas.items():
+        _check_known_keys(name, data)
+    cluster = _cluster_values(datas)
+    nodes = tuple(_build_node(name, datas[name], roles[name]) for name in datas)
+    settings = Settings(
+        nodes=nodes,
+        gitlab_domain=_domain(cluster, "gitlab_domain"),
+        registry_domain=_domain(cluster, "registry_domain"),
+        node_network=_network(cluster, "node_network"),
+        ntp_upstream_servers=tuple(_str_list(cluster, "ntp_upstream_servers")),
+        ntp_local_stratum=_int_range(cluster, "ntp_local_stratum", 0, 15),
+        pod_cidr=_network(cluster, "pod_cidr"),
+        service_cidr=_network(cluster, "service_cidr"),
+        metallb_pool=_pool(cluster, "metallb_pool"),
+        cni=_choice(cluster, "cni", CNIS),
+        kube_proxy_mode=_choice(cluster, "kube_proxy_mode", KUBE_PROXY_MODES),
+        storage_class=_choice(cluster, "storage_class", STORAGE_CLASSES),
+        kubernetes_version=_version(cluster, "kubernetes_version"),
+        online_boutique_version=_version(cluster, "online_boutique_version"),
+        artifacts=_artifacts(cluster),
+        artifact_mirror=_mirror(cluster),
+        disable_swap=_required(cluster, "disable_swap"),
+        gitlab_prometheus=_required(cluster, "gitlab_prometheus"),
+    )
+    _check_roles(settings)
+    _check_names_and_addresses(settings)
+    _check_networks(settings)
+    _check_time(settings)
+    return settings
+
+
+def _check_known_keys(host: str, data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        if key.startswith(_PYINFRA_PREFIXES):
+            continue
+        if key not in SCHEMA:
+            close = difflib.get_close_matches(key, SCHEMA, n=1)
+            hint = f"did you mean {close[0]}?" if close else "remove it, or see the settings table in the README"
+            raise SettingsError(key, f"unknown setting on host {host}", hint)
+        expected = SCHEMA[key].kind
+        # bool is an int in Python; a flag where a number belongs (or the reverse) is still a mistake
+        wrong_bool = isinstance(value, bool) and expected is int
+        if not isinstance(value, expected) or wrong_bool:
+            names = expected.__name__ if isinstance(expected, type) else "/".join(t.__name__ for t in expected)
+            raise SettingsError(key, f"is {type(value).__name__} {value!r} on host {host}, expected {names}",
+                                f"write it as a {names} (see the settings table in the README)")
+
+
+def _cluster_values(datas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    cluster: dict[str, Any] = {}
+    first: dict[str, str] = {}
+    for host, data in datas.items():
+        for key, spec in SCHEMA.items():
+            if spec.scope != "cluster" or key not in data:
+                continue
+            if key in cluster and data[key] != cluster[key]:
+                raise SettingsError(
+                    key, f"differs between hosts ({first[key]}: {cluster[key]!r}, {host}: {data[key]!r})",
+                    "it is lab-wide: set it once in group_data/all.py and remove per-host or per-role overrides",
+                )
+            cluster.setdefault(key, data[key])
+            first.setdefault(key, host)
+    return cluster
+
+
+def _required(values: dict[str, Any], key: str, host: str = "") -> Any:
+    if key not in values:
+        on = f" for host {host}" if host else ""
+        where = "group_data/<role>.py or the inventory" if SCHEMA[key].scope == "host" else "group_data/all.py"
+        raise SettingsError(key, f"is missing{on}", f"set it in {where} ({SCHEMA[key].doc})")
+    return values[key]
+
+
+def _build_node(name: str, data: dict[str, Any], roles: tuple[str, ...]) -> Node:
+    raw_address = _required(data, "address", name)
+    try:
+        address = ipaddress.IPv4Address(raw_address)
+    except ValueError:
+        raise SettingsError("address", f"{raw_address!r} of host {name} is not an IPv4 address",
+                            "write the host's static address, e.g. 192.168.10.12") from None
+    hostname = data.get("hostname", name)
+    if not _DNS_LABEL.match(hostname):
+        raise SettingsError("hostname", f"{hostname!r} of host {name} is not a valid host name",
+                            "use lower-case letters, digits and '-' (no '_' or dots), at most 63 characters")
+    labels = data.get("node_labels", {})
+    for label, value in labels.items():
+        _check_label(name, label, value)
+    node = Node(
+        name=name, hostname=hostname, address=address, roles=roles, node_labels=dict(labels),
+        memory_hard_min_mb=_required(data, "memory_hard_min_mb", name),
+        memory_soft_min_mb=_required(data, "memory_soft_min_mb", name),
+        cpu_min=_required(data, "cpu_min", name),
+        disk_soft_min_gb=_required(data, "disk_soft_min_gb", name),
+    )
+    if node.memory_soft_min_mb < node.memory_hard_min_mb:
+        raise SettingsError("memory_soft_min_mb",
+                            f"{node.memory_soft_min_mb} is below memory_hard_min_mb {node.memory_hard_min_mb} on host {name}",
+                            "the warning threshold must be at least the refusal threshold")
+    return node
+
+
+def _check_label(host: str, label: Any, value: Any) -> None:
+    prefix, _, name = str(label).rpartition("/")
+    valid_prefix = not prefix or all(_DNS_LABEL.match(p) for p in prefix.split(".")) and len(prefix) <= 253
+    if not (isinstance(label, str) and valid_prefix and _LABEL_NAME.match(name)):
+        raise SettingsError("node_labels", f"label key {label!r} of host {host} is not a valid Kubernetes label key",
+                            "use [prefix/]name with name of at most 63 letters, digits, '-', '_', '.'")
+    if not (isinstance(value, str) and _LABEL_VALUE.match(value)):
+        raise SettingsError("node_labels", f"label {label}={value!r} of host {host} has an invalid value",
+                            "use a string of at most 63 letters, digits, '-', '_', '.' (or empty)")
+
+
+def _domain(values: dict[str, Any], key: str) -> str:
+    domain = _required(values, key)
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(_DNS_LABEL.match(label) for label in labels):
+        raise SettingsError(key, f"{domain!r} is not a valid DNS name", "use a lower-case name like gitlab.local")
+    return domain
+
+
+def _network(values: dict[str, Any], key: str) -> ipaddress.IPv4Network:
+    raw = _required(values, key)
+    try:
+        return ipaddress.IPv4Network(raw)
+    except ValueError as exc:
+        raise SettingsError(key, f"{raw!r} is not an IPv4 network ({exc})",
+                            "write it in CIDR form with the host bits zero, e.g. 10.244.0.0/16") from None
+
+
+def _pool(values: dict[str, Any], key: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+    raw = _required(values, key)
+    try:
+        first, last = (ipaddress.IPv4Address(part.strip()) for part in raw.split("-"))
+    except ValueError:
+        raise SettingsError(key, f"{raw!r} is not a range", "write it as first-last, e.g. 192.168.10.200-192.168.10.220") from None
+    if first > last:
+        raise SettingsError(key, f"{raw!r} starts after it ends", "write the lower address first")
+    return first, last
+
+
+def _choice(values: dict[str, Any], key: str, allowed: Iterable[str]) -> str:
+    value = _required(values, key)
+    if value not in allowed:
+        raise SettingsError(key, f"{value!r} is not supported", f"use one of: {', '.join(allowed)}")
+    return value
+
+
+def _int_range(values: dict[str, Any], key: str, low: int, high: int) -> int:
+    value = _required(values, key)
+    if not low <= value <= high:
+        raise SettingsError(key, f"{value} is out of range", f"use a number from {low} to {high}")
+    return value
+
+
+def _str_list(values: dict[str, Any], key: str) -> list[str]:
+    value = _required(values, key)
+    if not all(isinstance(v, str) and v for v in value):
+        raise SettingsError(key, f"{value!r} must be a list of names", 'write it like ["0.debian.pool.ntp.org"]')
+    return value
+
+
+def _version(values: dict[str, Any], key: str) -> str:
+    value = _required(values, key)
+    if not _VERSION.match(value):
+        raise SettingsError(key, f"{value!r} is not a full version", "write all three parts, e.g. 1.37.1 or v0.10.6")
+    return value
+
+
+def _artifacts(values: dict[str, Any]) -> dict[str, dict[str, str]]:
+    artifacts = _required(values, "artifacts")
+    for name, spec in artifacts.items():
+        key = f"artifacts.{name}"
+        if not isinstance(spec, dict) or not {"version", "sha256", "url"} <= spec.keys():
+            raise SettingsError(key, "needs version, sha256 and url", "see the other entries in group_data/all.py")
+        if not _VERSION.match(str(spec["version"])):
+            raise SettingsError(f"{key}.version", f"{spec['version']!r} is not a full version",
+                                "write all three parts, e.g. 2.3.1")
+        if not _SHA256.match(str(spec["sha256"])):
+            raise SettingsError(f"{key}.sha256", f"{spec['sha256']!r} is not a sha256",
+                                "use the 64 lower-case hex digits published with the release (sha256sum FILE)")
+    return {name: dict(spec) for name, spec in artifacts.items()}
+
+
+def _mirror(values: dict[str, Any]) -> str:
+    mirror = _required(values, "artifact_mirror")
+    if mirror and not re.match(r"^https?://[^/\s]+(/\S*)?$", mirror):
+        raise SettingsError("artifact_mirror", f"{mirror!r} is not an http(s) URL",
+                            "write it like http://mirror.lab:8080/artifacts, or '' to download from upstream")
+    return mirror.rstrip("/")
+
+
+# ------------------------------------------------------------------------------------------ lab-wide rules
+
+
+def _check_roles(s: Settings) -> None:
+    for n in s.nodes:
+        if not n.roles:
+            raise SettingsError("inventory", f"host {n.name} has no role",
+                                "put it in one of the groups platform, control_plane, worker (or remove it)")
+        if n.has_role("control_plane") and n.has_role("worker"):
+            raise SettingsError("inventory", f"host {n.name} is in both control_plane and worker",
+                                "keep it in one of them; the control plane runs no app workloads here")
+    counts = {role: len(s.with_role(role)) for role in ROLES}
+    if counts["control_plane"] == 0:
+        raise SettingsError("inventory", "there is no control_plane host", "put exactly one host in control_plane")
+    if counts["control_plane"] > 1:
+        raise SettingsError("inventory", f"{counts['control_plane']} control_plane hosts; this codebase builds a "
+                            "single control plane", "keep one host in control_plane and make the others workers")
+    if counts["platform"] != 1:
+        raise SettingsError("inventory", f"{counts['platform']} platform hosts", "put exactly one host in platform")
+    if counts["worker"] == 0:
+        raise SettingsError("inventory", "there is no worker host", "put at least one host in worker")
+
+
+def _check_names_and_addresses(s: Settings) -> None:
+    seen_addresses: dict[ipaddress.IPv4Address, str] = {}
+    seen_names: dict[str, str] = {}
+    for n in s.nodes:
+        if n.address in seen_addresses:
+            raise SettingsError("address", f"{n.address} is used by both {seen_addresses[n.address]} and {n.name}",
+                                "give every host its own static address")
+        seen_addresses[n.address] = n.name
+        if n.hostname.lower() in seen_names:
+            raise SettingsError("hostname", f"{n.hostname!r} is used by both {seen_names[n.hostname.lower()]} and "
+                                f"{n.name}", "give every host its own name (names are case-insensitive)")
+        seen_names[n.hostname.lower()] = n.name
+        if n.address not in s.node_network:
+            raise SettingsError("address", f"{n.address} of host {n.name} is outside node_network {s.node_network}",
+                                "fix the address, or set node_network to the subnet your hosts are in")
+        if n.address in (s.node_network.network_address, s.node_network.broadcast_address):
+            raise SettingsError("address", f"{n.address} of host {n.name} is the network or broadcast address of "
+                                f"{s.node_network}", "use a host address inside the subnet")
+    for domain in (s.gitlab_domain, s.registry_domain):
+        if domain.split(".")[0] in seen_names:
+            raise SettingsError("gitlab_domain" if domain == s.gitlab_domain else "registry_domain",
+                                f"{domain!r} clashes with the host name {domain.split('.')[0]!r}",
+                                "rename the host or the service name")
+    if s.gitlab_domain == s.registry_domain:
+        raise SettingsError("registry_domain", "equals gitlab_domain",
+                            "give the registry its own name, e.g. registry.local (its certificate and vhost differ)")
+
+
+def _check_networks(s: Settings) -> None:
+    ranges = {"node_network": s.node_network, "pod_cidr": s.pod_cidr, "service_cidr": s.service_cidr}
+    names = list(ranges)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if ranges[a].overlaps(ranges[b]):
+                key = b if b != "node_network" else a
+                raise SettingsError(key, f"{ranges[b]} ({b}) overlaps {ranges[a]} ({a})",
+                                    "choose non-overlapping ranges, e.g. pod_cidr 10.244.0.0/16 and service_cidr "
+                                    "10.96.0.0/12 with a 192.168.x.0/24 node network")
+    node_slots = 2 ** max(0, KUBEADM_POD_SUBNET_PER_NODE - s.pod_cidr.prefixlen)
+    if s.pod_cidr.prefixlen > KUBEADM_POD_SUBNET_PER_NODE or node_slots < len(s.nodes):
+        raise SettingsError("pod_cidr", f"{s.pod_cidr} holds {node_slots if s.pod_cidr.prefixlen <= 24 else 0} "
+                            f"/24 node subnets for {len(s.nodes)} hosts", "use a larger range, e.g. a /16")
+    first, last = s.metallb_pool
+    if first not in s.node_network or last not in s.node_network:
+        raise SettingsError("metallb_pool", f"{s.metallb_pool_range} is not inside node_network {s.node_network}",
+                            "MetalLB L2 answers ARP on the node subnet: pick free addresses inside it")
+    for n in s.nodes:
+        if first <= n.address <= last:
+            raise SettingsError("metallb_pool", f"{s.metallb_pool_range} contains {n.address} of host {n.name}",
+                                "shrink the pool to free addresses that no host or DHCP lease uses")
+    if first <= s.node_network.broadcast_address <= last or first <= s.node_network.network_address <= last:
+        raise SettingsError("metallb_pool", f"{s.metallb_pool_range} includes the network or broadcast address",
+                            "use addresses strictly inside the subnet")
+
+
+def _check_time(s: Settings) -> None:
+    if not s.ntp_upstream_servers and not s.ntp_local_stratum:
+        raise SettingsError("ntp_upstream_servers", "is empty and ntp_local_stratum is 0, so nothing serves time",
+                            "list upstream NTP servers, or set ntp_local_stratum (e.g. 10) for an isolated lab")
+
+
+# ------------------------------------------------------------------------------------------- CLI hook
+
+
+def validate_before_connect(state: Any, on_error: Callable[[str], Exception]) -> None:
+    """Make pyinfra validate the whole inventory before its first connection.
+
+    pyinfra loads group_data after the inventory file and connects right after, so the earliest moment
+    that sees the merged data is the `host_before_connect` callback. `state.init()` (which runs after
+    config.py) resets the callback list, so the handler is added right after it. The handler runs once
+    per host; the first result is reused, so every host stops with the same single line.
+    """
+    from pyinfra.api.state import BaseStateCallback
+
+    outcome: dict[str, Any] = {}
+
+    class ValidateSettings(BaseStateCallback):
+        @staticmethod
+        def host_before_connect(state: Any, host: Any) -> None:
+            if not outcome:
+                try:
+                    outcome["settings"] = load_settings(state.inventory)
+                except SettingsError as exc:
+                    outcome["error"] = str(exc)
+            if "error" in outcome:
+                raise on_error(outcome["error"])
+
+    original_init = state.init
+
+    def init_then_validate(*args: Any, **kwargs: Any) -> Any:
+        result = original_init(*args, **kwargs)
+        state.add_callback_handler(ValidateSettings())
+        return result
+
+    state.init = init_then_validate

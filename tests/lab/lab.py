@@ -1,0 +1,599 @@
+#!/usr/bin/env python3
+"""The local lab: real Debian 12 hosts on this machine, for tests and trials.
+
+    python3 tests/lab/lab.py up       create (or keep) every host of inventories/sandbox.py and wait for SSH
+    python3 tests/lab/lab.py down     power the hosts off and remove every machine, namespace, mount and process
+    python3 tests/lab/lab.py status   one line per host
+    python3 tests/lab/lab.py ssh NAME [CMD...]
+
+Each host is a systemd-nspawn machine booting systemd as PID 1 with sshd, in its own network namespace,
+wired by a veth into the bridge `lab0` (198.51.100.1/24). Root filesystems are overlays on one cached
+debootstrap base. apt inside the hosts goes through apt-cacher-ng on the bridge address (no NAT, no
+route to anything else). State lives in $LAB_DIR (default /var/tmp/gitops-lab); `down` keeps only the
+caches (base image, apt cache, SSH key).
+
+What the lab needs only because its hosts are containers (chrony without clock control, writable cgroup
+mounts for nested containers, no DNS) is baked into the base image here, never into the deploy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import ipaddress
+import os
+import runpy
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LAB_DIR = Path(os.environ.get("LAB_DIR", "/var/tmp/gitops-lab"))
+BRIDGE = "lab0"
+BRIDGE_NET = ipaddress.ip_network("198.51.100.0/24")
+BRIDGE_ADDR = "198.51.100.1"
+APT_PROXY_PORT = 3142
+DEBIAN_MIRROR = os.environ.get("LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+SUITE = "bookworm"
+BASE_PACKAGES = [
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "procps", "python3", "ca-certificates",
+]
+NEEDED_TOOLS = {
+    "debootstrap": "debootstrap",
+    "systemd-nspawn": "systemd-container",
+    "apt-cacher-ng": "apt-cacher-ng",
+    "zstd": "zstd",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "ip": "iproute2",
+}
+SSH_WAIT_SECONDS = 90
+STOP_WAIT_SECONDS = 20
+
+# Files baked into the base image. Every one is here only because lab hosts are containers.
+BAKED_FILES = {
+    # No DNS server is reachable from the lab: an empty resolv.conf makes lookups fail at once
+    # instead of waiting for a timeout on every unknown name.
+    "etc/resolv.conf": "# lab host: no DNS; names come from /etc/hosts\n",
+    "etc/hostname": "debian\n",
+    "etc/hosts": "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n",
+    "etc/apt/apt.conf.d/01lab-proxy": f'Acquire::http::Proxy "http://{BRIDGE_ADDR}:{APT_PROXY_PORT}";\n',
+    # Containers lack CAP_SYS_TIME (and must never get it: the clock is the machine's). chronyd -x serves
+    # and measures time without setting the clock, so the deploy's chrony setup is observable here.
+    "etc/systemd/system/chrony.service.d/10-lab-container.conf": (
+        "[Unit]\nConditionCapability=\n\n[Service]\nExecStart=\nExecStart=!/usr/sbin/chronyd -x $DAEMON_OPTS\n"
+    ),
+    # Nested containers (containerd in a lab host) need the cgroup v1 controller mounts writable.
+    "etc/systemd/system/lab-cgroup-rw.service": (
+        "[Unit]\nDescription=Lab only: make cgroup controller mounts writable for nested containers\n"
+        "DefaultDependencies=no\nBefore=containerd.service\nAfter=local-fs.target\n\n"
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+        "ExecStart=/bin/sh -c 'for d in /sys/fs/cgroup/*/; do mount -o remount,rw \"$d\" 2>/dev/null || true; done'\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    ),
+}
+BAKED_LINKS = {
+    "etc/systemd/system/multi-user.target.wants/lab-cgroup-rw.service": "/etc/systemd/system/lab-cgroup-rw.service",
+}
+
+
+class LabError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    address: str
+
+    @property
+    def netns(self) -> str:
+        return f"lab-{self.name}"
+
+    @property
+    def veth(self) -> str:  # host side; at most 15 characters
+        return f"lab{self.address.rsplit('.', 1)[1]}"
+
+    @property
+    def dir(self) -> Path:
+        return LAB_DIR / "hosts" / self.name
+
+    @property
+    def merged(self) -> Path:
+        return self.dir / "merged"
+
+
+def log(msg: str) -> None:
+    print(f"[lab] {msg}", flush=True)
+
+
+def run(cmd: list[str], check: bool = True, quiet: bool = False, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, text=True, capture_output=True, **kw)
+    if check and proc.returncode != 0:
+        raise LabError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}{proc.stderr}".rstrip())
+    if not quiet and proc.returncode != 0:
+        log(f"(ignored) {' '.join(cmd)}: {proc.stderr.strip()}")
+    return proc
+
+
+def sandbox_hosts() -> list[LabHost]:
+    """The machines to create: every host of inventories/sandbox.py, so the two never disagree."""
+    sys.path.insert(0, str(REPO))
+    inv = runpy.run_path(str(REPO / "inventories" / "sandbox.py"))
+    hosts: dict[str, LabHost] = {}
+    for group in ("platform", "control_plane", "worker"):
+        for name, data in inv.get(group, []):
+            address = data["address"]
+            if ipaddress.ip_address(address) not in BRIDGE_NET or address == BRIDGE_ADDR:
+                raise LabError(f"inventories/sandbox.py: {name} address {address} must be inside {BRIDGE_NET}, not .1")
+            hosts.setdefault(name, LabHost(name, address))
+    return list(hosts.values())
+
+
+# ---------------------------------------------------------------- prerequisites, SSH key, base image
+
+
+def check_prerequisites() -> None:
+    missing = sorted({pkg for tool, pkg in NEEDED_TOOLS.items() if shutil.which(tool) is None
+                      and not Path(f"/usr/sbin/{tool}").exists()})
+    if missing:
+        raise LabError(f"missing tools; install them with: apt-get install -y {' '.join(missing)}")
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, mounts, systemd-nspawn)")
+
+
+def ensure_ssh_key() -> Path:
+    key = LAB_DIR / "ssh" / "id_ed25519"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "gitops-lab", "-f", str(key)])
+    config = LAB_DIR / "ssh" / "config"
+    config.write_text(
+        f"Host {BRIDGE_NET.network_address.exploded.rsplit('.', 1)[0]}.*\n"
+        f"  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
+        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  ConnectTimeout 2\n"
+    )
+    return key
+
+
+def base_recipe_id() -> str:
+    recipe = repr((SUITE, DEBIAN_MIRROR, BASE_PACKAGES, sorted(BAKED_FILES.items()), sorted(BAKED_LINKS.items())))
+    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+
+def build_base_archive(archive: Path) -> None:
+    work = LAB_DIR / "build-rootfs"
+    if work.exists():
+        shutil.rmtree(work)
+    log(f"building the base image ({SUITE}, minbase + {len(BASE_PACKAGES)} packages; about 2 minutes)")
+    started = time.monotonic()
+    cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(work), DEBIAN_MIRROR]
+    proc = subprocess.run(cmd, text=True, capture_output=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+        debootstrap_log = work / "debootstrap" / "debootstrap.log"
+        if debootstrap_log.exists():
+            tail += "\n--- debootstrap.log ---\n" + "\n".join(debootstrap_log.read_text().splitlines()[-25:])
+        raise LabError(f"debootstrap failed (mirror {DEBIAN_MIRROR}; set LAB_DEBIAN_MIRROR to use another):\n{tail}")
+    # Each host gets its own SSH host key and machine-id at boot preparation; drop the ones built in.
+    for key in (work / "etc" / "ssh").glob("ssh_host_*"):
+        key.unlink()
+    (work / "etc" / "machine-id").write_text("")
+    for rel, content in BAKED_FILES.items():
+        path = work / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            path.unlink()
+        path.write_text(content)
+    for rel, target in BAKED_LINKS.items():
+        path = work / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        path.symlink_to(target)
+    # Keep the image small and free of a stale package index: the deploy refreshes apt metadata itself.
+    shutil.rmtree(work / "var" / "cache" / "apt" / "archives", ignore_errors=True)
+    (work / "var" / "cache" / "apt" / "archives" / "partial").mkdir(parents=True)
+    for lists in (work / "var" / "lib" / "apt" / "lists").glob("*_*"):
+        lists.unlink()
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_suffix(".tmp")
+    run(["tar", "--zstd", "-C", str(work), "-cf", str(tmp), "."])
+    tmp.rename(archive)
+    shutil.rmtree(work)
+    log(f"base image cached at {archive} ({archive.stat().st_size // 2**20} MiB, {time.monotonic() - started:.0f}s)")
+
+
+def ensure_rootfs() -> Path:
+    recipe = base_recipe_id()
+    archive = LAB_DIR / "cache" / f"base-{SUITE}-{recipe}.tar.zst"
+    rootfs = LAB_DIR / "rootfs"
+    stamp = rootfs / ".lab-recipe"
+    if rootfs.exists() and stamp.exists() and stamp.read_text() == recipe:
+        return rootfs
+    if any(is_mounted(h.merged) for h in known_host_dirs()):
+        raise LabError("the base image changed while hosts are running: run `lab.py down` first")
+    if not archive.exists():
+        for stale in archive.parent.glob(f"base-{SUITE}-*.tar.zst"):
+            stale.unlink()
+        build_base_archive(archive)
+    if rootfs.exists():
+        shutil.rmtree(rootfs)
+    rootfs.mkdir(parents=True)
+    run(["tar", "--zstd", "-C", str(rootfs), "-xf", str(archive)])
+    stamp.write_text(recipe)
+    return rootfs
+
+
+# ---------------------------------------------------------------- network and apt proxy
+
+
+def link_exists(name: str, netns: str | None = None) -> bool:
+    cmd = ["ip"] + (["-n", netns] if netns else []) + ["link", "show", name]
+    return run(cmd, check=False, quiet=True).returncode == 0
+
+
+def netns_exists(name: str) -> bool:
+    return Path(f"/run/netns/{name}").exists()
+
+
+def bridge_up() -> None:
+    if not link_exists(BRIDGE):
+        run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    run(["ip", "addr", "replace", f"{BRIDGE_ADDR}/{BRIDGE_NET.prefixlen}", "dev", BRIDGE])
+    run(["ip", "link", "set", BRIDGE, "up"])
+
+
+def port_open(address: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid_file: Path, must_contain: str) -> int | None:
+    """The PID recorded in pid_file if that process is still the one we started (its command line says so)."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError):
+        return None
+    return pid if must_contain in cmdline else None
+
+
+def apt_proxy_up() -> None:
+    base = LAB_DIR / "acng"
+    pid_file = base / "pid"
+    if pid_alive(pid_file, "apt-cacher-ng") and port_open(BRIDGE_ADDR, APT_PROXY_PORT):
+        return
+    for sub in ("cache", "log", "conf"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(base / "cache", 0o777)
+    os.chmod(base / "log", 0o777)
+    # No Remap-* lines: a plain caching proxy (the stock config answers "503 Host not found" here).
+    (base / "conf" / "acng.conf").write_text("SupportDir: /usr/lib/apt-cacher-ng\nExThreshold: 4\n")
+    out = open(base / "out.log", "ab")
+    proc = subprocess.Popen(
+        ["/usr/sbin/apt-cacher-ng", "-c", str(base / "conf"), "ForeGround=1", f"CacheDir={base / 'cache'}",
+         f"LogDir={base / 'log'}", f"SocketPath={base / 'socket'}", f"Port={APT_PROXY_PORT}",
+         f"BindAddress={BRIDGE_ADDR}"],
+        stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+    )
+    pid_file.write_text(str(proc.pid))
+    for _ in range(50):
+        if port_open(BRIDGE_ADDR, APT_PROXY_PORT):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise LabError(f"apt-cacher-ng did not start on {BRIDGE_ADDR}:{APT_PROXY_PORT}; see {base / 'out.log'}")
+
+
+def stop_pid(pid_file: Path, must_contain: str, label: str, wait: float = STOP_WAIT_SECONDS) -> None:
+    pid = pid_alive(pid_file, must_contain)
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and pid_alive(pid_file, must_contain):
+            time.sleep(0.1)
+        if pid_alive(pid_file, must_contain):
+            log(f"{label} did not stop within {wait:.0f}s; killing PID {pid}")
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+    pid_file.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- hosts
+
+
+def is_mounted(path: Path) -> bool:
+    target = str(path)
+    with open("/proc/self/mounts") as mounts:
+        return any(line.split()[1] == target for line in mounts)
+
+
+def cgroup_hierarchies() -> list[tuple[str, str]]:
+    """(mount point, our own path inside it) for every mounted cgroup v1 hierarchy."""
+    own: dict[str, str] = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for ctrl in controllers.split(","):
+            if ctrl:
+                own[ctrl] = path
+    result = []
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            _, mount_point, fstype, options = line.split()[:4]
+            if fstype != "cgroup":
+                continue
+            controllers = [o for o in options.split(",") if o in own]
+            if controllers:
+                result.append((mount_point, own[controllers[0]]))
+    return result
+
+
+def host_cgroups(host: LabHost) -> list[Path]:
+    return [Path(mp) / path.lstrip("/") / f"lab-{host.name}" for mp, path in cgroup_hierarchies()]
+
+
+def prepare_host(host: LabHost, rootfs: Path, key: Path) -> None:
+    for sub in ("upper", "work", "merged", "containerd"):
+        (host.dir / sub).mkdir(parents=True, exist_ok=True)
+    if not is_mounted(host.merged):
+        run(["mount", "-t", "overlay", "overlay", "-o",
+             f"lowerdir={rootfs},upperdir={host.dir / 'upper'},workdir={host.dir / 'work'}", str(host.merged)])
+    m = host.merged
+    if not (m / "etc" / "machine-id").read_text().strip():
+        (m / "etc" / "machine-id").write_text(run(["systemd-id128", "new"]).stdout)
+    host_key = m / "etc" / "ssh" / "ssh_host_ed25519_key"
+    if not host_key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{host.name}", "-f", str(host_key)])
+    ssh_dir = m / "root" / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(key.with_suffix(".pub").read_text())
+    os.chmod(ssh_dir / "authorized_keys", 0o600)
+
+    if not netns_exists(host.netns):
+        run(["ip", "netns", "add", host.netns])
+    if not link_exists(host.veth):
+        if link_exists("eth0", host.netns):
+            run(["ip", "-n", host.netns, "link", "del", "eth0"])
+        run(["ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.netns])
+    run(["ip", "link", "set", host.veth, "master", BRIDGE, "up"])
+    run(["ip", "-n", host.netns, "addr", "replace", f"{host.address}/{BRIDGE_NET.prefixlen}", "dev", "eth0"])
+    run(["ip", "-n", host.netns, "link", "set", "lo", "up"])
+    run(["ip", "-n", host.netns, "link", "set", "eth0", "up"])
+    run(["ip", "-n", host.netns, "route", "replace", "default", "via", BRIDGE_ADDR])
+
+
+def boot_host(host: LabHost) -> None:
+    cgroups = host_cgroups(host)
+    (host.dir / "cgroups").write_text("".join(f"{c}\n" for c in cgroups))
+
+    def enter_own_cgroups() -> None:
+        # Runs in the child before exec: each host gets its own cgroup in every hierarchy; otherwise all
+        # hosts share one and nested runc containers collide.
+        for cg in cgroups:
+            cg.mkdir(parents=True, exist_ok=True)
+            if cg.parent.name and "cpuset" in str(cg) and (cg.parent / "cpuset.cpus").exists():
+                for f in ("cpuset.cpus", "cpuset.mems"):
+                    (cg / f).write_text((cg.parent / f).read_text())
+            (cg / "cgroup.procs").write_text(str(os.getpid()))
+
+    out = open(host.dir / "nspawn.log", "ab")
+    env = dict(os.environ, SYSTEMD_NSPAWN_API_VFS_WRITABLE="network")
+    cmd = [
+        "systemd-nspawn", "-D", str(host.merged), "--boot", "--register=no", "--keep-unit",
+        f"--machine={host.name}", f"--network-namespace-path=/run/netns/{host.netns}",
+        "--console=read-only", "--capability=CAP_NET_ADMIN", "--system-call-filter=@keyring bpf",
+        "--resolv-conf=off", "--timezone=off", "--link-journal=no",
+        f"--bind={host.dir / 'containerd'}:/var/lib/containerd",
+    ]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                            start_new_session=True, preexec_fn=enter_own_cgroups)
+    (host.dir / "pid").write_text(str(proc.pid))
+
+
+def ssh_cmd(host: LabHost, *command: str, timeout: int = 2) -> list[str]:
+    return ["ssh", "-F", str(LAB_DIR / "ssh" / "config"), "-o", f"ConnectTimeout={timeout}",
+            f"root@{host.address}", *command]
+
+
+def ssh_ok(host: LabHost) -> bool:
+    return run(ssh_cmd(host, "true"), check=False, quiet=True, timeout=10).returncode == 0
+
+
+def nspawn_marker(host: LabHost) -> str:
+    return f"--machine={host.name}"
+
+
+def host_running(host: LabHost) -> bool:
+    return pid_alive(host.dir / "pid", nspawn_marker(host)) is not None
+
+
+def diagnostics(host: LabHost) -> str:
+    lines = [f"--- diagnostics for {host.name} ({host.address}) ---"]
+    logf = host.dir / "nspawn.log"
+    if logf.exists():
+        lines += ["last lines of " + str(logf) + ":"] + logf.read_text(errors="replace").splitlines()[-30:]
+    for cmd in (["ip", "-n", host.netns, "addr"], ["ip", "link", "show", host.veth], ["ip", "addr", "show", BRIDGE]):
+        proc = run(cmd, check=False, quiet=True)
+        lines.append("$ " + " ".join(cmd))
+        lines.append((proc.stdout + proc.stderr).rstrip())
+    return "\n".join(lines)
+
+
+def wait_for_ssh(hosts: list[LabHost]) -> None:
+    deadline = time.monotonic() + SSH_WAIT_SECONDS
+    pending = list(hosts)
+    while pending and time.monotonic() < deadline:
+        for host in list(pending):
+            if not host_running(host):
+                raise LabError(f"{host.name}: systemd-nspawn exited during boot\n{diagnostics(host)}")
+            if port_open(host.address, 22) and ssh_ok(host):
+                pending.remove(host)
+        if pending:
+            time.sleep(0.2)
+    if pending:
+        raise LabError(
+            f"no SSH after {SSH_WAIT_SECONDS}s on: {', '.join(h.name for h in pending)}\n"
+            + "\n".join(diagnostics(h) for h in pending)
+        )
+    # sshd answers before boot is complete; wait for systemd to settle so the first deploy sees a quiet host.
+    for host in hosts:
+        proc = run(ssh_cmd(host, "timeout", "60", "systemctl", "is-system-running", "--wait"), check=False,
+                   quiet=True, timeout=90)
+        state = proc.stdout.strip() or proc.stderr.strip()
+        if state != "running":
+            failed = run(ssh_cmd(host, "systemctl", "--failed", "--no-legend", "--plain"), check=False, quiet=True)
+            log(f"{host.name}: systemd is {state!r}; failed units: {failed.stdout.strip() or 'none'}")
+
+
+def up() -> None:
+    check_prerequisites()
+    hosts = sandbox_hosts()
+    started = time.monotonic()
+    LAB_DIR.mkdir(parents=True, exist_ok=True)
+    key = ensure_ssh_key()
+    rootfs = ensure_rootfs()
+    bridge_up()
+    apt_proxy_up()
+    booted = []
+    for host in hosts:
+        if host_running(host):
+            continue
+        cleanup_host(host, quiet=True)  # leftovers of a crashed run
+        prepare_host(host, rootfs, key)
+        boot_host(host)
+        booted.append(host)
+    try:
+        wait_for_ssh(hosts)
+    except LabError:
+        log("lab did not come up; run `python3 tests/lab/lab.py down` to clean up")
+        raise
+    what = f"booted {', '.join(h.name for h in booted)}" if booted else "all hosts were already running"
+    log(f"up in {time.monotonic() - started:.1f}s ({what}); SSH config: {LAB_DIR / 'ssh' / 'config'}")
+
+
+# ---------------------------------------------------------------- teardown
+
+
+def known_host_dirs() -> list[LabHost]:
+    """Hosts of the inventory plus any host directory a previous (maybe crashed) run left behind."""
+    hosts = {h.name: h for h in sandbox_hosts()}
+    hosts_dir = LAB_DIR / "hosts"
+    if hosts_dir.exists():
+        for d in hosts_dir.iterdir():
+            if d.name not in hosts:
+                hosts[d.name] = LabHost(d.name, "0.0.0.0")
+    return list(hosts.values())
+
+
+def cleanup_host(host: LabHost, quiet: bool = False) -> None:
+    stop_pid(host.dir / "pid", nspawn_marker(host), host.name)
+    cg_file = host.dir / "cgroups"
+    cgroups = [Path(p) for p in cg_file.read_text().split()] if cg_file.exists() else host_cgroups(host)
+    for cg in cgroups:
+        if cg.exists():
+            # Depth first: systemd inside the host made sub-cgroups.
+            for sub in sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+                try:
+                    sub.rmdir()
+                except OSError:
+                    pass
+            try:
+                cg.rmdir()
+            except OSError as exc:
+                log(f"{host.name}: could not remove cgroup {cg}: {exc}")
+    shutil.rmtree(f"/run/systemd/nspawn/propagate/{host.name}", ignore_errors=True)
+    if host.address != "0.0.0.0" and link_exists(host.veth):
+        run(["ip", "link", "del", host.veth], check=False, quiet=quiet)
+    if netns_exists(host.netns):
+        run(["ip", "netns", "del", host.netns], check=False, quiet=quiet)
+    if is_mounted(host.merged):
+        if run(["umount", "-R", str(host.merged)], check=False, quiet=True).returncode != 0:
+            run(["umount", "-l", str(host.merged)], check=False, quiet=quiet)
+    if host.dir.exists() and not is_mounted(host.merged):
+        shutil.rmtree(host.dir)
+
+
+def down() -> None:
+    started = time.monotonic()
+    hosts = known_host_dirs()
+    for host in hosts:
+        cleanup_host(host)
+    stop_pid(LAB_DIR / "acng" / "pid", "apt-cacher-ng", "apt-cacher-ng")
+    if link_exists(BRIDGE):
+        run(["ip", "link", "del", BRIDGE], check=False)
+    leftovers = leftover_report()
+    if leftovers:
+        raise LabError("down left these behind:\n" + leftovers)
+    log(f"down in {time.monotonic() - started:.1f}s; nothing of the lab remains (caches kept in {LAB_DIR})")
+
+
+def leftover_report() -> str:
+    found = []
+    names = {h.name for h in known_host_dirs()}
+    for name in names:
+        if netns_exists(f"lab-{name}"):
+            found.append(f"network namespace lab-{name}")
+    if link_exists(BRIDGE):
+        found.append(f"bridge {BRIDGE}")
+    with open("/proc/self/mounts") as mounts:
+        found += [f"mount {line.split()[1]}" for line in mounts if line.split()[1].startswith(str(LAB_DIR / "hosts"))]
+    proc = run(["pgrep", "-af", "systemd-nspawn"], check=False, quiet=True)
+    found += [f"process {line}" for line in proc.stdout.splitlines() if "--machine=" in line]
+    return "\n".join(found)
+
+
+def status() -> int:
+    hosts = sandbox_hosts()
+    print(f"{'host':<13} {'address':<15} {'machine':<9} {'ssh':<5} systemd")
+    all_ok = True
+    for host in hosts:
+        running = host_running(host)
+        ssh = running and ssh_ok(host)
+        state = ""
+        if ssh:
+            state = run(ssh_cmd(host, "systemctl", "is-system-running"), check=False, quiet=True).stdout.strip()
+        all_ok &= ssh
+        print(f"{host.name:<13} {host.address:<15} {'running' if running else 'stopped':<9} "
+              f"{'ok' if ssh else '-':<5} {state}")
+    proxy = "up" if pid_alive(LAB_DIR / "acng" / "pid", "apt-cacher-ng") else "down"
+    print(f"bridge {BRIDGE}: {'up' if link_exists(BRIDGE) else 'absent'}; apt proxy: {proxy}")
+    return 0 if all_ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["up", "down", "status", "ssh"])
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "up":
+            up()
+        elif args.action == "down":
+            down()
+        elif args.action == "status":
+            return status()
+        else:
+            if not args.rest:
+                parser.error("ssh needs a host name")
+            host = next((h for h in sandbox_hosts() if h.name == args.rest[0]), None)
+            if host is None:
+                parser.error(f"unknown host {args.rest[0]}")
+            os.execvp("ssh", ssh_cmd(host, *args.rest[1:]))
+    except LabError as exc:
+        print(f"[lab] ERROR: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
