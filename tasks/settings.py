@@ -15,9 +15,11 @@ import difflib
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 ROLES = ("platform", "control_plane", "worker")
+GROUP_DATA_DIR = Path(__file__).resolve().parent.parent / "group_data"
 CNIS = ("calico", "cilium")
 STORAGE_CLASSES = ("local-path", "nfs")
 KUBE_PROXY_MODES = ("iptables", "ipvs", "nftables")
@@ -37,8 +39,12 @@ class SettingsError(ValueError):
         self.key = key
         self.problem = problem
         self.fix = fix
+        self.source = source
         where = f" ({source})" if source else ""
         super().__init__(f"setting {key}{where}: {problem}. Fix: {fix}")
+
+    def with_source(self, source: str) -> "SettingsError":
+        return SettingsError(self.key, self.problem, self.fix, source)
 
 
 @dataclass(frozen=True)
@@ -161,13 +167,35 @@ def load_settings(inventory: Any) -> Settings:
         raise SettingsError("inventory", "has no hosts", "list hosts in the groups platform, control_plane, worker")
     datas = {h.name: h.data.dict() for h in hosts}
     groups = {h.name: tuple(g for g in ROLES if g in h.groups) for h in hosts}
-    return build_settings(datas, groups)
+    try:
+        return build_settings(datas, groups)
+    except SettingsError as exc:
+        root_key = exc.key.split(".")[0]
+        if exc.source or SCHEMA.get(root_key, Key("host", str, "")).scope != "cluster":
+            raise
+        raise exc.with_source(_source_of(inventory, hosts[0], root_key)) from None
+
+
+def _source_of(inventory: Any, host: Any, key: str) -> str:
+    """Where pyinfra took a host's value of `key` from, in its own precedence order."""
+    layers = [("--data on the command line", inventory.get_override_data()),
+              (f"inventory entry of {host.name}", inventory.get_host_data(host.name))]
+    layers += [(f"group {group}", inventory.get_group_data(group)) for group in reversed(host.groups)]
+    layers.append(("group all", inventory.get_data()))
+    for label, data in layers:
+        if key in (data or {}):
+            group = label.removeprefix("group ")
+            if label.startswith("group ") and (GROUP_DATA_DIR / f"{group}.py").exists():
+                return f"group_data/{group}.py"
+            return label if not label.startswith("group ") else f"inventory group {group}"
+    return "group_data/all.py"
 
 
 def build_settings(datas: dict[str, dict[str, Any]], roles: dict[str, tuple[str, ...]]) -> Settings:
     """Validate raw per-host data (as pyinfra merged it) and the role membership of each host."""
     for name, data in datas.items():
         _check_known_keys(name, data)
+        _check_host_roles(name, roles[name])
     cluster = _cluster_values(datas)
     nodes = tuple(_build_node(name, datas[name], roles[name]) for name in datas)
     settings = Settings(
@@ -360,14 +388,16 @@ def _mirror(values: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------ lab-wide rules
 
 
+def _check_host_roles(name: str, roles: tuple[str, ...]) -> None:
+    if not roles:
+        raise SettingsError("inventory", f"host {name} has no role",
+                            "put it in one of the groups platform, control_plane, worker (or remove it)")
+    if "control_plane" in roles and "worker" in roles:
+        raise SettingsError("inventory", f"host {name} is in both control_plane and worker",
+                            "keep it in one of them; the control plane runs no app workloads here")
+
+
 def _check_roles(s: Settings) -> None:
-    for n in s.nodes:
-        if not n.roles:
-            raise SettingsError("inventory", f"host {n.name} has no role",
-                                "put it in one of the groups platform, control_plane, worker (or remove it)")
-        if n.has_role("control_plane") and n.has_role("worker"):
-            raise SettingsError("inventory", f"host {n.name} is in both control_plane and worker",
-                                "keep it in one of them; the control plane runs no app workloads here")
     counts = {role: len(s.with_role(role)) for role in ROLES}
     if counts["control_plane"] == 0:
         raise SettingsError("inventory", "there is no control_plane host", "put exactly one host in control_plane")
@@ -445,33 +475,19 @@ def _check_time(s: Settings) -> None:
 
 
 def validate_before_connect(state: Any, on_error: Callable[[str], Exception]) -> None:
-    """Make pyinfra validate the whole inventory before its first connection.
+    """Make the pyinfra CLI validate the whole inventory before its first connection.
 
-    pyinfra loads group_data after the inventory file and connects right after, so the earliest moment
-    that sees the merged data is the `host_before_connect` callback. `state.init()` (which runs after
-    config.py) resets the callback list, so the handler is added right after it. The handler runs once
-    per host; the first result is reused, so every host stops with the same single line.
+    The CLI loads config.py, then the inventory file and group_data, then calls `state.init(inventory)`,
+    then connects. Right after `state.init` is the earliest point that sees the merged data, and it is
+    still in the main flow, so the error reaches the user as pyinfra's own one-line error.
     """
-    from pyinfra.api.state import BaseStateCallback
-
-    outcome: dict[str, Any] = {}
-
-    class ValidateSettings(BaseStateCallback):
-        @staticmethod
-        def host_before_connect(state: Any, host: Any) -> None:
-            if not outcome:
-                try:
-                    outcome["settings"] = load_settings(state.inventory)
-                except SettingsError as exc:
-                    outcome["error"] = str(exc)
-            if "error" in outcome:
-                raise on_error(outcome["error"])
-
     original_init = state.init
 
-    def init_then_validate(*args: Any, **kwargs: Any) -> Any:
-        result = original_init(*args, **kwargs)
-        state.add_callback_handler(ValidateSettings())
-        return result
+    def init_then_validate(inventory: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            load_settings(inventory)
+        except SettingsError as exc:
+            raise on_error(str(exc)) from None
+        return original_init(inventory, *args, **kwargs)
 
     state.init = init_then_validate

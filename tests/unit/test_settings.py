@@ -1,0 +1,149 @@
+"""Settings validation: the shipped inventories are valid, and every invalid fixture is refused with its
+own one-line message, both by the loader and by the pyinfra CLI before it connects to anything."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.settings import SCHEMA, SettingsError, load_settings
+from tests.conftest import PYINFRA, REPO, load_inventory
+
+FIXTURES = REPO / "tests" / "fixtures"
+INVALID = sorted((FIXTURES / "invalid").glob("*.yaml"))
+FIXTURE_INVENTORY = FIXTURES / "inventory.py"
+
+
+def expected_message(fixture: Path) -> str:
+    return yaml.safe_load(fixture.read_text())["expect"]
+
+
+class ConnectionCounter:
+    """A TCP listener on loopback standing in for every host's SSH port; it counts connection attempts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.count = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.count += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def listener():
+    counter = ConnectionCounter()
+    yield counter
+    counter.close()
+
+
+def run_cli(fixture: Path, port: int, *args: str) -> subprocess.CompletedProcess:
+    env = {"SETTINGS_FIXTURE": str(fixture), "FIXTURE_SSH_PORT": str(port), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([PYINFRA, "-y", str(FIXTURE_INVENTORY), "deploy.py", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_there_is_one_fixture_per_rule_and_each_names_its_message():
+    assert len(INVALID) >= 20
+    messages = [expected_message(f) for f in INVALID]
+    assert all(messages), "every invalid fixture must say which message it expects"
+    assert len(set(messages)) == len(messages), "two fixtures expect the same message: one of them tests nothing new"
+
+
+@pytest.mark.parametrize("inventory", ["lab.py", "sandbox.py"])
+def test_shipped_inventories_are_valid(inventory):
+    settings = load_settings(load_inventory(REPO / "inventories" / inventory))
+    assert [n.name for n in settings.with_role("platform")] == ["mini-pc"]
+    assert settings.control_plane.name == "k8s-master"
+    assert [n.name for n in settings.workers] == ["k8s-worker1", "k8s-worker2"]
+    assert settings.node("k8s-worker1").node_labels["node-role.kubernetes.io/worker"] == ""
+
+
+def test_lab_inventory_uses_the_example_addresses_the_user_edits():
+    settings = load_settings(load_inventory(REPO / "inventories" / "lab.py"))
+    assert {n.name: str(n.address) for n in settings.nodes} == {
+        "mini-pc": "192.168.10.10", "k8s-master": "192.168.10.11",
+        "k8s-worker1": "192.168.10.12", "k8s-worker2": "192.168.10.13",
+    }
+    assert "EXAMPLES" in (REPO / "inventories" / "lab.py").read_text()
+
+
+def test_any_number_of_workers_is_valid(tmp_path):
+    fixture = tmp_path / "five_workers.yaml"
+    hosts = [{"name": "mini-pc", "address": "198.51.100.10", "roles": ["platform"]},
+             {"name": "k8s-master", "address": "198.51.100.11", "roles": ["control_plane"]}]
+    hosts += [{"name": f"k8s-worker{i}", "address": f"198.51.100.{11 + i}", "roles": ["worker"]} for i in range(1, 6)]
+    fixture.write_text(yaml.safe_dump({"hosts": hosts}))
+    settings = load_settings(load_inventory(FIXTURE_INVENTORY, {"SETTINGS_FIXTURE": str(fixture)}))
+    assert len(settings.workers) == 5
+
+
+@pytest.mark.parametrize("fixture", INVALID, ids=lambda p: p.stem)
+def test_invalid_fixture_is_rejected_with_its_message(fixture):
+    inventory = load_inventory(FIXTURE_INVENTORY, {"SETTINGS_FIXTURE": str(fixture)})
+    with pytest.raises(SettingsError) as err:
+        load_settings(inventory)
+    message = str(err.value)
+    assert expected_message(fixture) in message
+    assert "\n" not in message, "the error must be one line"
+    assert message.startswith(f"setting {err.value.key}") and ". Fix: " in message
+
+
+@pytest.mark.parametrize("fixture", INVALID, ids=lambda p: p.stem)
+def test_cli_rejects_invalid_settings_before_connecting(fixture, listener):
+    proc = run_cli(fixture, listener.port)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    error_lines = [line for line in output.splitlines() if "pyinfra error" in line]
+    assert len(error_lines) == 1 and expected_message(fixture) in error_lines[0], output
+    assert "Traceback" not in output
+    assert listener.count == 0, "pyinfra tried to connect although the settings are invalid"
+
+
+def test_cli_with_valid_settings_does_try_to_connect(listener):
+    """The control case: proves the listener would have seen a connection attempt."""
+    proc = run_cli(FIXTURES / "valid.yaml", listener.port)
+    assert listener.count > 0, proc.stdout + proc.stderr
+    assert "setting " not in proc.stderr
+
+
+def test_lab_inventory_against_unreachable_hosts_fails_on_connection_not_python():
+    """`pyinfra inventories/lab.py deploy.py --dry` where no host answers. The lab.py addresses are private
+    ones nobody here owns, so every host is pointed at a closed loopback port instead (--data)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    proc = subprocess.run(
+        [PYINFRA, "-y", "--dry", "inventories/lab.py", "deploy.py", "--data", "ssh_hostname=127.0.0.1",
+         "--data", f"ssh_port={closed_port}", "--data", "ssh_connect_timeout=2"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Traceback" not in output and "setting " not in output
+    assert "Could not connect" in output or "Connection refused" in output, output
+    assert "No hosts remaining" in output
+
+
+def test_every_setting_is_documented_in_the_readme():
+    readme = (REPO / "README.md").read_text()
+    missing = [key for key in SCHEMA if f"`{key}`" not in readme]
+    assert not missing, f"settings missing from the README's settings table: {missing}"
