@@ -39,3 +39,102 @@ def sandbox_settings():
     from tasks.settings import load_settings
 
     return load_settings(load_inventory(REPO / "inventories" / "sandbox.py"))
+
+
+# ------------------------------------------------------------------------------------------- the lab
+
+LAB_TOOL = REPO / "tests" / "lab" / "lab.py"
+TIMINGS: dict[str, float] = {}
+
+
+def lab_unavailable_reason() -> str | None:
+    import shutil
+
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    missing = [t for t in ("debootstrap", "systemd-nspawn", "/usr/sbin/apt-cacher-ng") if not shutil.which(t)]
+    if missing:
+        return f"lab tools missing ({', '.join(missing)}): apt-get install debootstrap systemd-container apt-cacher-ng"
+    return None
+
+
+def run_lab(*args: str, timeout: int = 900):
+    import subprocess
+
+    return subprocess.run([sys.executable, str(LAB_TOOL), *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """Fresh lab hosts for the session (torn down at the end, also on failure; KEEP_LAB=1 keeps them).
+
+    Without root or the lab tools the lab tests are skipped with the reason, except where REQUIRE_LAB=1
+    (CI), where that is a failure.
+    """
+    import time
+
+    reason = lab_unavailable_reason()
+    if reason:
+        if os.environ.get("REQUIRE_LAB") == "1":
+            pytest.fail(f"REQUIRE_LAB=1 but {reason}")
+        pytest.skip(reason)
+    down = run_lab("down")  # start from fresh machines, whatever a previous run left
+    assert down.returncode == 0, down.stdout + down.stderr
+    started = time.monotonic()
+    up = run_lab("up")
+    TIMINGS["lab up (fresh hosts, cached base image)"] = time.monotonic() - started
+    print(up.stdout, up.stderr)
+    assert up.returncode == 0, up.stdout + up.stderr
+    from tasks.settings import load_settings
+
+    yield load_settings(load_inventory(REPO / "inventories" / "sandbox.py"))
+    if os.environ.get("KEEP_LAB") == "1":
+        return
+    down = run_lab("down")
+    assert down.returncode == 0, f"lab down left something behind:\n{down.stdout}{down.stderr}"
+
+
+def run_deploy(*extra: str) -> dict:
+    """`pyinfra -y --json inventories/sandbox.py deploy.py`; returns the JSON results, fails with the log."""
+    import json
+    import subprocess
+
+    proc = subprocess.run([PYINFRA, "-y", "--json", "inventories/sandbox.py", "deploy.py", *extra], cwd=REPO,
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"deploy failed ({proc.returncode}):\n{proc.stderr[-8000:]}")
+    result = json.loads(proc.stdout)["results"]
+    result["log"] = proc.stderr
+    return result
+
+
+def changed_operations(results: dict) -> list[str]:
+    return [f"{op['name']} on {', '.join(op['success'])}" for op in results["operations"] if op["success"]]
+
+
+@pytest.fixture(scope="session")
+def deployed(lab):
+    """The lab after the first and the second deploy: (first results, second results)."""
+    import time
+
+    started = time.monotonic()
+    first = run_deploy()
+    TIMINGS["first deploy (converge, 4 hosts)"] = time.monotonic() - started
+    started = time.monotonic()
+    second = run_deploy()
+    TIMINGS["second deploy (no-op rerun)"] = time.monotonic() - started
+    return first, second
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not TIMINGS:
+        return
+    import json
+
+    terminalreporter.section("lab timings")
+    for what, seconds in TIMINGS.items():
+        terminalreporter.write_line(f"{what}: {seconds:.1f}s")
+    out = REPO / "reports" / "lab-timings.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}, indent=2) + "\n")

@@ -1,0 +1,43 @@
+# Entry points. `make lab` deploys to local lab hosts on this machine; `make test` runs every test layer.
+VENV    := .venv
+PYTHON  := $(VENV)/bin/python
+PYINFRA := $(VENV)/bin/pyinfra
+LAB     := python3 tests/lab/lab.py
+# Debian packages the local lab needs on this machine (the deploy itself needs none of them).
+LAB_PACKAGES := debootstrap systemd-container apt-cacher-ng zstd openssh-client iproute2
+
+.PHONY: venv host-packages lab lab-up lab-down lab-status test unit
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		-r requirements.txt -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+host-packages:
+	@if ! command -v debootstrap >/dev/null || ! command -v systemd-nspawn >/dev/null \
+		|| [ ! -x /usr/sbin/apt-cacher-ng ] || ! command -v zstd >/dev/null; then \
+		echo "installing the lab's Debian packages: $(LAB_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(LAB_PACKAGES); \
+	fi
+
+# The main job on the local default: four lab hosts on this machine, deployed with the sandbox inventory.
+lab: venv host-packages lab-up
+	$(PYINFRA) -y inventories/sandbox.py deploy.py
+
+lab-up: host-packages
+	$(LAB) up
+
+lab-down:
+	$(LAB) down
+
+lab-status:
+	$(LAB) status
+
+# Everything that runs on one machine: unit, validation, the real deploy to the lab (twice), testinfra.
+test: venv host-packages
+	$(VENV)/bin/pytest
+
+unit: venv
+	$(VENV)/bin/pytest tests/unit

@@ -1,0 +1,89 @@
+"""Phase 0 state on every lab host: names, time, swap, kernel modules, sysctls."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tasks.foundation import KERNEL_MODULES, KUBERNETES_SYSCTLS, MODULES_FILE, SYSCTL_FILE
+from tests.testinfra.conftest import NODES, node_ids, nodes_with
+
+ALL = pytest.mark.parametrize("node", NODES, ids=node_ids)
+PLATFORM = nodes_with("platform")[0]
+
+
+@ALL
+def test_hostname_is_the_inventory_name(connect, node):
+    host = connect(node)
+    assert host.check_output("hostname") == node.hostname
+    assert host.file("/etc/hostname").content_string.strip() == node.hostname
+
+
+@ALL
+def test_every_lab_name_resolves_to_its_address(connect, node):
+    host = connect(node)
+    for other in NODES:
+        assert host.check_output(f"getent hosts {other.hostname}").split()[0] == str(other.address)
+    for service in ("gitlab.local", "registry.local"):
+        assert host.check_output(f"getent hosts {service}").split()[0] == str(PLATFORM.address)
+    assert "127.0.1.1" not in host.file("/etc/hosts").content_string
+
+
+@ALL
+def test_chrony_is_active_and_enabled(connect, node):
+    service = connect(node).service("chrony")
+    assert service.is_running and service.is_enabled
+
+
+def test_platform_serves_time_to_the_node_network(connect):
+    host = connect(PLATFORM)
+    conf = host.file("/etc/chrony/chrony.conf").content_string
+    assert "allow 198.51.100.0/24" in conf and "local stratum 10" in conf
+    assert host.socket("udp://0.0.0.0:123").is_listening
+
+
+@pytest.mark.parametrize("node", [n for n in NODES if not n.has_role("platform")], ids=node_ids)
+def test_nodes_sync_from_the_platform_host(connect, node):
+    host = connect(node)
+    deadline = time.monotonic() + 60  # iburst needs a few polls after chrony starts
+    sources = ""
+    while time.monotonic() < deadline:
+        sources = host.check_output("chronyc -n sources")
+        if f"^* {PLATFORM.address}" in sources:
+            break
+        time.sleep(2)
+    assert f"^* {PLATFORM.address}" in sources, sources
+    tracking = host.check_output("chronyc -n tracking")
+    assert "Leap status     : Normal" in tracking, tracking
+
+
+@ALL
+def test_swap_is_off_now_and_after_reboot(connect, node):
+    host = connect(node)
+    assert host.check_output("tail -n +2 /proc/swaps") == ""
+    active_swap_lines = [line for line in host.file("/etc/fstab").content_string.splitlines()
+                         if not line.lstrip().startswith("#") and " swap " in f" {line} "]
+    assert active_swap_lines == []
+
+
+@ALL
+def test_kernel_modules_are_persisted_and_available(connect, node):
+    host = connect(node)
+    assert host.file(MODULES_FILE).content_string.split() == list(KERNEL_MODULES)
+    for module, check in KERNEL_MODULES.items():
+        assert host.run(check).rc == 0, f"{module} is not available"
+    assert host.package("kmod").is_installed
+
+
+@ALL
+def test_kubernetes_sysctls(connect, node):
+    host = connect(node)
+    persisted = host.file(SYSCTL_FILE).content_string
+    for key, value in KUBERNETES_SYSCTLS.items():
+        assert f"{key} = {value}" in persisted
+        if key.startswith("net."):
+            # net.* are per network namespace, so the lab host really has them
+            assert host.sysctl(key) == value, key
+        # fs.inotify.* belong to the machine that runs the lab containers, which the deploy must not change
+        # (it warns instead); on a real host they are applied like the others (unit-tested).
