@@ -495,10 +495,41 @@ def known_host_dirs() -> list[LabHost]:
     return list(hosts.values())
 
 
+def cgroup_pids(cgroups: list[Path]) -> set[int]:
+    pids: set[int] = set()
+    for cg in cgroups:
+        for procs in cg.rglob("cgroup.procs") if cg.exists() else []:
+            try:
+                pids.update(int(p) for p in procs.read_text().split())
+            except OSError:
+                pass
+    return pids
+
+
+def kill_leftover_processes(host: LabHost, cgroups: list[Path]) -> None:
+    """Kill what is still running in the host's own cgroups.
+
+    After a crash (systemd-nspawn killed with SIGKILL) the container's systemd and its services live on,
+    orphaned. Only the lab's processes can be in these cgroups: they are named after the host and sit
+    below the lab tool's own cgroup.
+    """
+    deadline = time.monotonic() + 10
+    while (pids := cgroup_pids(cgroups)) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    if pids:
+        log(f"{host.name}: processes {sorted(pids)} survived SIGKILL")
+
+
 def cleanup_host(host: LabHost, quiet: bool = False) -> None:
     stop_pid(host.dir / "pid", nspawn_marker(host), host.name)
     cg_file = host.dir / "cgroups"
     cgroups = [Path(p) for p in cg_file.read_text().split()] if cg_file.exists() else host_cgroups(host)
+    kill_leftover_processes(host, cgroups)
     for cg in cgroups:
         if cg.exists():
             # Depth first: systemd inside the host made sub-cgroups.
@@ -549,6 +580,11 @@ def leftover_report() -> str:
         found += [f"mount {line.split()[1]}" for line in mounts if line.split()[1].startswith(str(LAB_DIR / "hosts"))]
     proc = run(["pgrep", "-af", "systemd-nspawn"], check=False, quiet=True)
     found += [f"process {line}" for line in proc.stdout.splitlines() if "--machine=" in line]
+    for host in known_host_dirs():
+        pids = cgroup_pids(host_cgroups(host))
+        if pids:
+            found.append(f"{len(pids)} processes of {host.name} (in its cgroups): {sorted(pids)[:5]}")
+        found += [f"cgroup {cg}" for cg in host_cgroups(host) if cg.exists()]
     return "\n".join(found)
 
 

@@ -25,8 +25,17 @@ def test_up_again_keeps_running_hosts(lab):
     assert {n.name: nspawn_pid(n.name) for n in lab.nodes} == before
 
 
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
 def test_up_recovers_a_crashed_host(lab):
     pid = nspawn_pid("k8s-worker2")
+    container_init = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    assert container_init, "systemd-nspawn has no child: is the machine running?"
     os.kill(pid, signal.SIGKILL)  # a crash: no clean poweroff, netns, veth and overlay are left behind
     deadline = time.monotonic() + 10
     while Path(f"/proc/{pid}").exists() and b"nspawn" in Path(f"/proc/{pid}/cmdline").read_bytes() \
@@ -35,6 +44,9 @@ def test_up_recovers_a_crashed_host(lab):
     up = run_lab("up")
     assert up.returncode == 0, up.stdout + up.stderr
     assert "booted k8s-worker2" in up.stdout
+    time.sleep(0.5)
+    survivors = [p for p in container_init if alive(p)]
+    assert not survivors, f"the crashed machine's processes still run: {survivors}"
     status = run_lab("status")
     assert status.returncode == 0, status.stdout
     assert status.stdout.count(" ok ") == len(lab.nodes), status.stdout
