@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.conftest import changed_operations
+import pytest
+
+from tests.conftest import changed_operations, run_deploy
 
 
 def test_first_deploy_converges_on_every_host(deployed):
@@ -28,3 +30,13 @@ def test_deploy_prints_the_preflight_report_for_every_host(deployed):
 def test_deploy_says_which_phases_it_skips(deployed):
     first, _ = deployed
     assert "phases 1-7" in first["log"] and "not built yet" in first["log"]
+
+
+@pytest.mark.parametrize("role", ["platform", "control_plane", "worker"])
+def test_per_role_rerun_touches_only_that_role_and_changes_nothing(deployed, lab, role):
+    results = run_deploy("--limit", role)
+    expected = {n.name for n in lab.with_role(role)}
+    touched = {host for op in results["operations"] for host in op["success"] + op["no_change"] + op["error"]}
+    assert touched == expected
+    assert results["totals"]["error"] == 0
+    assert changed_operations(results) == []
