@@ -6,13 +6,20 @@ LAB     := python3 tests/lab/lab.py
 # Debian packages the local lab needs on this machine (the deploy itself needs none of them).
 LAB_PACKAGES := debootstrap systemd-container apt-cacher-ng zstd openssh-client iproute2
 
-.PHONY: venv host-packages lab lab-up lab-down lab-status test unit
+.PHONY: venv checkov host-packages lab lab-up lab-down lab-status test unit
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
 		-r requirements.txt -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+# checkov in its own virtualenv: its pins would conflict with the deploy's
+checkov: .venv-checkov/.installed
+.venv-checkov/.installed: requirements-checkov.txt constraints-checkov.txt
+	python3 -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt -c constraints-checkov.txt
 	touch $@
 
 host-packages:
@@ -35,8 +42,8 @@ lab-down:
 lab-status:
 	$(LAB) status
 
-# Everything that runs on one machine: unit, validation, the real deploy to the lab (twice), testinfra.
-test: venv host-packages
+# Everything that runs on one machine: unit, gitops validation, the real deploy to the lab (twice), testinfra.
+test: venv checkov host-packages
 	$(VENV)/bin/pytest
 
 unit: venv

@@ -4,6 +4,15 @@ settings table explains each key. Values here are the defaults for the seed's la
 # --- names: resolved through /etc/hosts on every host, pointing at the platform host
 gitlab_domain = "gitlab.local"
 registry_domain = "registry.local"
+# GitLab group of app-repo and gitops-repo; images live at <registry_domain>/<gitlab_group>/app-repo/<service>.
+gitlab_group = "boutique"
+# Names served by Ingress-NGINX on its MetalLB VIP (the first address of metallb_pool). Point them at the
+# VIP in your DNS or /etc/hosts on the machines you browse from.
+storefront_host_dev = "dev.boutique.local"
+storefront_host_prod = "boutique.local"
+argocd_host = "argocd.local"
+grafana_host = "grafana.local"
+ingress_class = "nginx"
 
 # --- the network the hosts' static addresses live in (inventories/lab.py holds the addresses)
 node_network = "192.168.10.0/24"

@@ -64,6 +64,12 @@ SCHEMA: dict[str, Key] = {
     "gitlab_domain": Key("cluster", str, "GitLab's name, resolved via /etc/hosts to the platform host"),
     "registry_domain": Key("cluster", str, "the Container Registry's name, also pointing at the platform host"),
     "node_network": Key("cluster", str, "the subnet all host addresses live in (CIDR)"),
+    "gitlab_group": Key("cluster", str, "GitLab group holding app-repo and gitops-repo (also the image path)"),
+    "storefront_host_dev": Key("cluster", str, "host name of the dev storefront Ingress"),
+    "storefront_host_prod": Key("cluster", str, "host name of the prod storefront Ingress"),
+    "argocd_host": Key("cluster", str, "host name of the Argo CD UI Ingress"),
+    "grafana_host": Key("cluster", str, "host name of the Grafana Ingress"),
+    "ingress_class": Key("cluster", str, "IngressClass of Ingress-NGINX, used by every Ingress"),
     # time
     "ntp_upstream_servers": Key("cluster", list, "NTP servers the platform host follows"),
     "ntp_local_stratum": Key("cluster", int, "stratum the platform serves when upstream is unreachable (0: off)"),
@@ -115,6 +121,12 @@ class Settings:
     nodes: tuple[Node, ...]
     gitlab_domain: str
     registry_domain: str
+    gitlab_group: str
+    storefront_host_dev: str
+    storefront_host_prod: str
+    argocd_host: str
+    grafana_host: str
+    ingress_class: str
     node_network: ipaddress.IPv4Network
     ntp_upstream_servers: tuple[str, ...]
     ntp_local_stratum: int
@@ -202,6 +214,12 @@ def build_settings(datas: dict[str, dict[str, Any]], roles: dict[str, tuple[str,
         nodes=nodes,
         gitlab_domain=_domain(cluster, "gitlab_domain"),
         registry_domain=_domain(cluster, "registry_domain"),
+        gitlab_group=_label(cluster, "gitlab_group"),
+        storefront_host_dev=_domain(cluster, "storefront_host_dev"),
+        storefront_host_prod=_domain(cluster, "storefront_host_prod"),
+        argocd_host=_domain(cluster, "argocd_host"),
+        grafana_host=_domain(cluster, "grafana_host"),
+        ingress_class=_label(cluster, "ingress_class"),
         node_network=_network(cluster, "node_network"),
         ntp_upstream_servers=tuple(_str_list(cluster, "ntp_upstream_servers")),
         ntp_local_stratum=_int_range(cluster, "ntp_local_stratum", 0, 15),
@@ -312,6 +330,13 @@ def _domain(values: dict[str, Any], key: str) -> str:
     if len(labels) < 2 or not all(_DNS_LABEL.match(label) for label in labels):
         raise SettingsError(key, f"{domain!r} is not a valid DNS name", "use a lower-case name like gitlab.local")
     return domain
+
+
+def _label(values: dict[str, Any], key: str) -> str:
+    value = _required(values, key)
+    if not _DNS_LABEL.match(value):
+        raise SettingsError(key, f"{value!r} is not a valid name", "use lower-case letters, digits and '-'")
+    return value
 
 
 def _network(values: dict[str, Any], key: str) -> ipaddress.IPv4Network:
@@ -433,6 +458,10 @@ def _check_names_and_addresses(s: Settings) -> None:
             raise SettingsError("gitlab_domain" if domain == s.gitlab_domain else "registry_domain",
                                 f"{domain!r} clashes with the host name {domain.split('.')[0]!r}",
                                 "rename the host or the service name")
+    ingress_hosts = [s.storefront_host_dev, s.storefront_host_prod, s.argocd_host, s.grafana_host]
+    if len(set(ingress_hosts)) != len(ingress_hosts):
+        raise SettingsError("storefront_host_dev", f"the Ingress host names {ingress_hosts} are not all different",
+                            "give the dev and prod storefronts, Argo CD and Grafana a name each")
     if s.gitlab_domain == s.registry_domain:
         raise SettingsError("registry_domain", "equals gitlab_domain",
                             "give the registry its own name, e.g. registry.local (its certificate and vhost differ)")

@@ -8,11 +8,23 @@ from pathlib import Path
 
 import pytest
 
+# pyinfra's CLI package patches the standard library for gevent when imported; import it before anything
+# else imports ssl (requests, kubernetes), as the pyinfra command itself does.
+import pyinfra_cli  # noqa: F401,E402
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+
+
+def unavailable(reason: str) -> None:
+    """Skip a test whose tool or host is missing here, with the reason; in CI (CI=true or REQUIRE_LAB=1) a
+    missing prerequisite is a failure, because CI installs everything the tests need."""
+    if os.environ.get("CI") == "true" or os.environ.get("REQUIRE_LAB") == "1":
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
 
 
 def load_inventory(path: str | Path, env: dict[str, str] | None = None):
@@ -76,9 +88,7 @@ def lab():
 
     reason = lab_unavailable_reason()
     if reason:
-        if os.environ.get("REQUIRE_LAB") == "1":
-            pytest.fail(f"REQUIRE_LAB=1 but {reason}")
-        pytest.skip(reason)
+        unavailable(reason)
     down = run_lab("down")  # start from fresh machines, whatever a previous run left
     assert down.returncode == 0, down.stdout + down.stderr
     started = time.monotonic()

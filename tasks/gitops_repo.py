@@ -1,0 +1,132 @@
+"""The gitops repository's content, rendered from the settings.
+
+`files/gitops-repo/` holds the repository as the platform phase pushes it into GitLab's gitops-repo: plain
+YAML, plus `*.j2` files for the few values that come from the deploy's settings (registry path, hosts,
+MetalLB pool, the repository's own URL). `render_gitops_repo` is the one function that produces it, so
+the real lab and the sandbox get repositories that differ only in those values.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from tasks.settings import Settings
+
+SOURCE = Path(__file__).resolve().parent.parent / "files" / "gitops-repo"
+
+# Online Boutique services built by app-repo CI (image name = service name).
+BUILT_SERVICES = [
+    "adservice", "cartservice", "checkoutservice", "currencyservice", "emailservice", "frontend",
+    "loadgenerator", "paymentservice", "productcatalogservice", "recommendationservice", "shippingservice",
+]
+# redis-cart runs the upstream redis image, mirrored into the private registry by CI at this pinned tag.
+REDIS_TAG = "7.4-alpine"
+SERVICES = sorted(BUILT_SERVICES + ["redis-cart"])
+
+# prod: HPAs for the stateless front services; fixed replicas for the rest (the HPA'd ones get none).
+PROD_HPA = {
+    "frontend": {"min": 2, "max": 8},
+    "cartservice": {"min": 2, "max": 5},
+    "currencyservice": {"min": 2, "max": 5},
+    "productcatalogservice": {"min": 2, "max": 5},
+    "recommendationservice": {"min": 2, "max": 5},
+}
+PROD_REPLICAS = {
+    "adservice": 1, "checkoutservice": 2, "emailservice": 1, "paymentservice": 2, "redis-cart": 1,
+    "shippingservice": 2,
+}
+
+
+@dataclass(frozen=True)
+class PlatformApp:
+    name: str
+    namespace: str
+    wave: int
+    repo: str = ""  # Helm chart repository; empty for an app whose manifests live in this repo
+    chart: str = ""
+    version: str = ""
+    server_side: bool = False
+    privileged_namespace: bool = False
+
+
+# Pinned charts, in sync-wave order. Versions are bumped deliberately (README: "Bumping a chart").
+PLATFORM_APPS = [
+    PlatformApp("sealed-secrets", "kube-system", -5, "https://bitnami-labs.github.io/sealed-secrets",
+                "sealed-secrets", "2.19.3"),
+    PlatformApp("metallb", "metallb-system", -5, "https://metallb.github.io/metallb", "metallb", "0.16.1",
+                privileged_namespace=True),
+    PlatformApp("metallb-config", "metallb-system", -4),
+    PlatformApp("metrics-server", "kube-system", -4, "https://kubernetes-sigs.github.io/metrics-server/",
+                "metrics-server", "3.13.0"),
+    PlatformApp("ingress-nginx", "ingress-nginx", -3, "https://kubernetes.github.io/ingress-nginx",
+                "ingress-nginx", "4.15.1"),
+    PlatformApp("argocd-ingress", "argocd", -2),
+    PlatformApp("kube-prometheus-stack", "monitoring", -2, "https://prometheus-community.github.io/helm-charts",
+                "kube-prometheus-stack", "88.5.0", server_side=True, privileged_namespace=True),
+    PlatformApp("loki", "monitoring", -1, "https://grafana-community.github.io/helm-charts", "loki", "18.12.0",
+                privileged_namespace=True),
+    PlatformApp("promtail", "monitoring", 0, "https://grafana.github.io/helm-charts", "promtail", "6.17.1",
+                privileged_namespace=True),
+]
+
+
+def gitops_repo_url(settings: Settings) -> str:
+    """Argo CD reads gitops-repo over SSH with a read-only deploy key."""
+    return f"git@{settings.gitlab_domain}:{settings.gitlab_group}/gitops-repo.git"
+
+
+def registry_path(settings: Settings) -> str:
+    """GitLab's registry names images below the project that owns them: <registry>/<group>/<project>/<image>."""
+    return f"{settings.registry_domain}/{settings.gitlab_group}/app-repo"
+
+
+def render_context(settings: Settings, image_tag: str) -> dict[str, Any]:
+    return {
+        "services": SERVICES,
+        "built_services": BUILT_SERVICES,
+        "redis_tag": REDIS_TAG,
+        "image_tag": image_tag,
+        "registry_path": registry_path(settings),
+        "gitops_repo_url": gitops_repo_url(settings),
+        "gitops_branch": "main",
+        "ingress_class": settings.ingress_class,
+        "ingress_vip": str(settings.metallb_pool[0]),
+        "metallb_pool_range": settings.metallb_pool_range,
+        "storefront_host_dev": settings.storefront_host_dev,
+        "storefront_host_prod": settings.storefront_host_prod,
+        "argocd_host": settings.argocd_host,
+        "grafana_host": settings.grafana_host,
+        "hpa": PROD_HPA,
+        "prod_replicas": PROD_REPLICAS,
+        "pdb_services": sorted([s for s, n in PROD_REPLICAS.items() if n > 1] + list(PROD_HPA)),
+        "platform_apps": [asdict(app) for app in PLATFORM_APPS],
+        "platform_namespaces": sorted({app.namespace for app in PLATFORM_APPS}),
+    }
+
+
+def render_gitops_repo(settings: Settings, dest: Path, image_tag: str, source: Path = SOURCE) -> Path:
+    """Write the repository to `dest`: files copied, `*.j2` rendered (StrictUndefined: a missing value fails).
+
+    image_tag: the app-repo commit the overlays start from (the first pipeline builds exactly that commit).
+    """
+    if dest.exists():
+        shutil.rmtree(dest)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(source)), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    context = render_context(settings, image_tag)
+    for path in sorted(source.rglob("*")):
+        if path.is_dir():
+            continue
+        rel = path.relative_to(source)
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".j2":
+            target.with_suffix("").write_text(env.get_template(rel.as_posix()).render(**context))
+        else:
+            shutil.copyfile(path, target)
+    return dest

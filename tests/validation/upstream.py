@@ -1,0 +1,124 @@
+"""Upstream CRD schemas (and chart value schemas), fetched as pinned Go module zips from the Go module proxy.
+
+No chart repository or GitHub is reachable offline, but the Go module proxy serves each project's source
+tree at a release tag, and those trees hold the CRDs the charts install. Each zip is pinned by sha256 and
+cached in ~/.cache/gitops-lab/gomod (or $GITOPS_LAB_CACHE).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import yaml
+
+
+@dataclass(frozen=True)
+class ModuleSource:
+    module: str
+    version: str
+    sha256: str
+    files: tuple[str, ...]
+
+
+# Versions match what the gitops repo deploys (tasks/gitops_repo.py) or the nearest tag the proxy serves.
+SOURCES = {
+    "metallb": ModuleSource(
+        "go.universe.tf/metallb", "v0.16.1", "1d83d62cfb4fa119afc474d7a4969fb7df8ed1ffb355b8f3ba9f29090b2274d4",
+        ("config/crd/bases/metallb.io_ipaddresspools.yaml", "config/crd/bases/metallb.io_l2advertisements.yaml",
+         "charts/metallb/values.yaml", "charts/metallb/values.schema.json")),
+    "argo-cd": ModuleSource(
+        "github.com/argoproj/argo-cd/v3", "v3.6.1", "f7fa21a39dae04e030aea81151ccaca0e7541fcff6cca0dd018671189cdf1de5",
+        ("manifests/crds/application-crd.yaml", "manifests/crds/appproject-crd.yaml",
+         "manifests/crds/applicationset-crd.yaml")),
+    # kube-prometheus-stack 88.x ships Prometheus Operator 0.93's CRDs.
+    "prometheus-operator": ModuleSource(
+        "github.com/prometheus-operator/prometheus-operator", "v0.93.0",
+        "0975ee36a65fb70c6e16f7e0553e21c94f7e25323fef62857d428e62fd3abf11",
+        tuple(f"example/prometheus-operator-crd/monitoring.coreos.com_{n}.yaml" for n in
+              ("alertmanagerconfigs", "podmonitors", "probes", "prometheusrules", "servicemonitors"))),
+    # The sealed-secrets chart 2.19.3 is in this tag's tree (its CRD has been stable across these releases).
+    "sealed-secrets": ModuleSource(
+        "github.com/bitnami-labs/sealed-secrets", "v0.40.0",
+        "47a9508cf40e90a71e08691c461ac811e7b2ea18ec3142aba3ce0b973974d357",
+        ("helm/sealed-secrets/crds/bitnami.com_sealedsecrets.yaml",)),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GITOPS_LAB_CACHE", Path.home() / ".cache" / "gitops-lab")) / "gomod"
+
+
+def proxy_url() -> str:
+    for entry in os.environ.get("GOPROXY", "https://proxy.golang.org").split(","):
+        if entry.startswith("http"):
+            return entry.rstrip("/")
+    return "https://proxy.golang.org"
+
+
+def module_zip(source: ModuleSource) -> Path:
+    """The module's zip, downloaded once and verified against its pinned sha256."""
+    target = cache_dir() / f"{source.module.replace('/', '_')}@{source.version}.zip"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        url = f"{proxy_url()}/{source.module}/@v/{source.version}.zip"
+        response = requests.get(url, timeout=300)
+        response.raise_for_status()
+        tmp = target.with_suffix(".part")
+        tmp.write_bytes(response.content)
+        tmp.rename(target)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    if digest != source.sha256:
+        target.unlink()
+        raise RuntimeError(f"{source.module}@{source.version}: sha256 {digest} does not match the pin {source.sha256}")
+    return target
+
+
+def read_files(name: str) -> dict[str, str]:
+    source = SOURCES[name]
+    prefix = f"{source.module}@{source.version}/"
+    with zipfile.ZipFile(module_zip(source)) as archive:
+        return {path: archive.read(prefix + path).decode() for path in source.files}
+
+
+class _CrdLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML loading, plus YAML 1.1's '=' value tag, which appears in an enum of Argo CD's CRD."""
+
+
+_CrdLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+
+
+def crd_schemas() -> dict[tuple[str, str], dict]:
+    """{(apiVersion, kind): openAPIV3Schema} for every served version of every pinned CRD (cached as JSON)."""
+    import json
+
+    stamp = hashlib.sha256(repr(sorted(SOURCES.items())).encode()).hexdigest()[:12]
+    cached = cache_dir() / f"crd-schemas-{stamp}.json"
+    if cached.exists():
+        return {tuple(k.split(" ", 1)): v for k, v in json.loads(cached.read_text()).items()}  # type: ignore[misc]
+    schemas: dict[tuple[str, str], dict] = {}
+    for name in SOURCES:
+        for path, text in read_files(name).items():
+            if not path.endswith(".yaml"):
+                continue
+            for crd in yaml.load_all(text, Loader=_CrdLoader):
+                if not crd or crd.get("kind") != "CustomResourceDefinition":
+                    continue
+                group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+                for version in crd["spec"]["versions"]:
+                    if version.get("served", True):
+                        schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+    cached.write_text(json.dumps({f"{api} {kind}": schema for (api, kind), schema in schemas.items()}))
+    return schemas
+
+
+def metallb_chart_values() -> tuple[dict, dict]:
+    """(the chart's default values, its values schema). The schema applies to defaults merged with ours."""
+    import json
+
+    files = read_files("metallb")
+    return yaml.safe_load(files["charts/metallb/values.yaml"]), json.loads(files["charts/metallb/values.schema.json"])
