@@ -5,6 +5,8 @@ PYINFRA := $(VENV)/bin/pyinfra
 LAB     := python3 tests/lab/lab.py
 # Debian packages the local lab needs on this machine (the deploy itself needs none of them).
 LAB_PACKAGES := debootstrap systemd-container apt-cacher-ng zstd openssh-client iproute2
+# Debian's promtool and Prometheus server, for the alerting tests
+TEST_PACKAGES := prometheus prometheus-alertmanager
 
 .PHONY: venv checkov host-packages lab lab-up lab-down lab-status test unit
 
@@ -24,9 +26,9 @@ checkov: .venv-checkov/.installed
 
 host-packages:
 	@if ! command -v debootstrap >/dev/null || ! command -v systemd-nspawn >/dev/null \
-		|| [ ! -x /usr/sbin/apt-cacher-ng ] || ! command -v zstd >/dev/null; then \
-		echo "installing the lab's Debian packages: $(LAB_PACKAGES)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(LAB_PACKAGES); \
+		|| [ ! -x /usr/sbin/apt-cacher-ng ] || ! command -v zstd >/dev/null || ! command -v promtool >/dev/null; then \
+		echo "installing Debian packages: $(LAB_PACKAGES) $(TEST_PACKAGES)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(LAB_PACKAGES) $(TEST_PACKAGES); \
 	fi
 
 # The main job on the local default: four lab hosts on this machine, deployed with the sandbox inventory.

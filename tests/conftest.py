@@ -138,11 +138,14 @@ def deployed(lab):
 
 
 def pytest_terminal_summary(terminalreporter):
+    from tests.tools import BUILD_TIMES
+
+    TIMINGS.update(BUILD_TIMES)
     if not TIMINGS:
         return
     import json
 
-    terminalreporter.section("lab timings")
+    terminalreporter.section("timings (lab, tool builds)")
     for what, seconds in TIMINGS.items():
         terminalreporter.write_line(f"{what}: {seconds:.1f}s")
     out = REPO / "reports" / "lab-timings.json"
