@@ -145,7 +145,7 @@ MUTATIONS = {
                    "EMAIL_SERVICE_ADDR: emailservice:8080", "port 8080 is not a port of Service emailservice"),
     "missing probe": ("apps/online-boutique/base/cartservice.yaml", "readinessProbe:", "readinessProbeX:",
                       "container server: has no readinessProbe"),
-    "latest tag": ("apps/online-boutique/overlays/dev/kustomization.yaml", f"newTag: {IMAGE_TAG}", "newTag: latest",
+    "latest tag": ("apps/online-boutique/overlays/dev/kustomization.yaml", f'newTag: "{IMAGE_TAG}"', "newTag: latest",
                    "uses the tag latest"),
     "typo in syncPolicy": ("argocd/apps/online-boutique.yaml", "automated:", "automatd:",
                            "Additional properties are not allowed ('automatd' was unexpected)"),
