@@ -5,10 +5,10 @@ PYINFRA := $(VENV)/bin/pyinfra
 LAB     := python3 tests/lab/lab.py
 # Debian packages the local lab needs on this machine (the deploy itself needs none of them).
 LAB_PACKAGES := debootstrap systemd-container apt-cacher-ng zstd openssh-client iproute2
-# Debian's promtool and Prometheus server, for the alerting tests
-TEST_PACKAGES := prometheus prometheus-alertmanager
+# Debian's promtool and Prometheus server (alerting tests), rsync (gitlab-ci-local), shellcheck
+TEST_PACKAGES := prometheus prometheus-alertmanager rsync shellcheck
 
-.PHONY: venv checkov host-packages lab lab-up lab-down lab-status test unit
+.PHONY: venv checkov pipeline-tools host-packages lab lab-up lab-down lab-status test unit
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
@@ -24,9 +24,16 @@ checkov: .venv-checkov/.installed
 	.venv-checkov/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt -c constraints-checkov.txt
 	touch $@
 
+# gitlab-ci-local, pinned in tests/pipeline/package-lock.json (4.73.0 is the newest that runs on Node 20)
+pipeline-tools: tests/pipeline/node_modules/.installed
+tests/pipeline/node_modules/.installed: tests/pipeline/package.json tests/pipeline/package-lock.json
+	cd tests/pipeline && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 host-packages:
 	@if ! command -v debootstrap >/dev/null || ! command -v systemd-nspawn >/dev/null \
-		|| [ ! -x /usr/sbin/apt-cacher-ng ] || ! command -v zstd >/dev/null || ! command -v promtool >/dev/null; then \
+		|| [ ! -x /usr/sbin/apt-cacher-ng ] || ! command -v zstd >/dev/null || ! command -v promtool >/dev/null \
+		|| ! command -v rsync >/dev/null || ! command -v shellcheck >/dev/null; then \
 		echo "installing Debian packages: $(LAB_PACKAGES) $(TEST_PACKAGES)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(LAB_PACKAGES) $(TEST_PACKAGES); \
 	fi
@@ -45,7 +52,7 @@ lab-status:
 	$(LAB) status
 
 # Everything that runs on one machine: unit, gitops validation, the real deploy to the lab (twice), testinfra.
-test: venv checkov host-packages
+test: venv checkov pipeline-tools host-packages
 	$(VENV)/bin/pytest
 
 unit: venv
