@@ -43,6 +43,19 @@ artifacts = {}
 # Base URL of a local mirror with the same layout as upstream (air-gapped installs); "" = upstream.
 artifact_mirror = ""
 
+# --- platform host: GitLab CE and GitLab Runner from GitLab's official package repositories.
+# Versions are the November 2026 minor releases; check the release notes and bump deliberately.
+gitlab_version = "19.6.0"
+gitlab_runner_version = "19.6.0"
+# "" skips installing GitLab and the runner (the local sandbox: no package source offline).
+gitlab_package_source = "https://packages.gitlab.com"
+# Memory-conscious defaults for a mini PC (GitLab's "constrained environment" guidance).
+gitlab_puma_workers = 0  # single mode
+gitlab_sidekiq_concurrency = 10
+gitlab_backup_keep_days = 7
+# Generated secrets of this inventory: CA key, GitLab root password, tokens, kubeconfig (git-ignored).
+state_dir = "state/default"
+
 # --- switches
 disable_swap = True  # kubelet refuses to run with swap on (unless configured for it)
 gitlab_prometheus = False  # GitLab's bundled Prometheus costs ~200-500 MiB on the mini PC

@@ -18,5 +18,5 @@ worker = [
 # How pyinfra logs in. Use a user with passwordless sudo, or root; see the README's real-lab section.
 lab = (
     [name for name, _ in platform + control_plane + worker],
-    {"ssh_user": "root"},
+    {"ssh_user": "root", "state_dir": "state/lab"},
 )

@@ -34,5 +34,8 @@ sandbox = (
     {
         "node_network": "198.51.100.0/24",
         "metallb_pool": "198.51.100.200-198.51.100.220",
+        "state_dir": "state/sandbox",
+        # No package source is reachable from the lab: GitLab and the runner are skipped, with the reason.
+        "gitlab_package_source": "",
     },
 )

@@ -85,6 +85,14 @@ SCHEMA: dict[str, Key] = {
     "online_boutique_version": Key("cluster", str, "Online Boutique tag imported into app-repo"),
     "artifacts": Key("cluster", dict, "downloads: name -> {version, sha256, url}"),
     "artifact_mirror": Key("cluster", str, "base URL every download is fetched from instead of upstream ('' = upstream)"),
+    # platform host
+    "state_dir": Key("cluster", str, "local folder for generated secrets of this inventory (git-ignored, 0700)"),
+    "gitlab_version": Key("cluster", str, "GitLab CE package version (X.Y.Z)"),
+    "gitlab_runner_version": Key("cluster", str, "GitLab Runner package version (X.Y.Z)"),
+    "gitlab_package_source": Key("cluster", str, "base URL of GitLab's Linux package repositories ('' = do not install)"),
+    "gitlab_puma_workers": Key("cluster", int, "Puma workers (0 = single mode, least memory)"),
+    "gitlab_sidekiq_concurrency": Key("cluster", int, "Sidekiq threads"),
+    "gitlab_backup_keep_days": Key("cluster", int, "days of GitLab backups to keep"),
     # switches
     "disable_swap": Key("cluster", bool, "turn swap off now and across reboots (kubelet needs it off)"),
     "gitlab_prometheus": Key("cluster", bool, "keep GitLab's bundled Prometheus (memory hungry on a mini PC)"),
@@ -140,6 +148,13 @@ class Settings:
     online_boutique_version: str
     artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
     artifact_mirror: str = ""
+    state_dir: str = "state"
+    gitlab_version: str = "19.6.0"
+    gitlab_runner_version: str = "19.6.0"
+    gitlab_package_source: str = ""
+    gitlab_puma_workers: int = 0
+    gitlab_sidekiq_concurrency: int = 10
+    gitlab_backup_keep_days: int = 7
     disable_swap: bool = True
     gitlab_prometheus: bool = False
 
@@ -163,6 +178,12 @@ class Settings:
     @property
     def workers(self) -> list[Node]:
         return self.with_role("worker")
+
+    @property
+    def state_path(self) -> Path:
+        """The state folder, relative paths taken from the repository's root."""
+        path = Path(self.state_dir)
+        return path if path.is_absolute() else GROUP_DATA_DIR.parent / path
 
     @property
     def metallb_pool_range(self) -> str:
@@ -233,6 +254,13 @@ def build_settings(datas: dict[str, dict[str, Any]], roles: dict[str, tuple[str,
         online_boutique_version=_version(cluster, "online_boutique_version"),
         artifacts=_artifacts(cluster),
         artifact_mirror=_mirror(cluster),
+        state_dir=_required(cluster, "state_dir"),
+        gitlab_version=_version(cluster, "gitlab_version"),
+        gitlab_runner_version=_version(cluster, "gitlab_runner_version"),
+        gitlab_package_source=_url(cluster, "gitlab_package_source"),
+        gitlab_puma_workers=_int_range(cluster, "gitlab_puma_workers", 0, 16),
+        gitlab_sidekiq_concurrency=_int_range(cluster, "gitlab_sidekiq_concurrency", 1, 50),
+        gitlab_backup_keep_days=_int_range(cluster, "gitlab_backup_keep_days", 1, 365),
         disable_swap=_required(cluster, "disable_swap"),
         gitlab_prometheus=_required(cluster, "gitlab_prometheus"),
     )
@@ -402,12 +430,16 @@ def _artifacts(values: dict[str, Any]) -> dict[str, dict[str, str]]:
     return {name: dict(spec) for name, spec in artifacts.items()}
 
 
+def _url(values: dict[str, Any], key: str) -> str:
+    url = _required(values, key)
+    if url and not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+        raise SettingsError(key, f"{url!r} is not an http(s) URL",
+                            "write it like http://mirror.lab:8080/artifacts, or '' (see the settings table)")
+    return url.rstrip("/")
+
+
 def _mirror(values: dict[str, Any]) -> str:
-    mirror = _required(values, "artifact_mirror")
-    if mirror and not re.match(r"^https?://[^/\s]+(/\S*)?$", mirror):
-        raise SettingsError("artifact_mirror", f"{mirror!r} is not an http(s) URL",
-                            "write it like http://mirror.lab:8080/artifacts, or '' to download from upstream")
-    return mirror.rstrip("/")
+    return _url(values, "artifact_mirror")
 
 
 # ------------------------------------------------------------------------------------------ lab-wide rules

@@ -1,9 +1,8 @@
 """Alert rules, Alertmanager routing and the Slack messages, with real Prometheus tools.
 
-Versions: promtool, amtool and the Alertmanager server are built at the cluster's versions (Prometheus 3.x,
-Alertmanager 0.34) from the Go module proxy (tests/tools.py); the rules are also unit-tested with Debian's
-promtool 2.42. The end-to-end loop runs a Prometheus server from Debian (2.42: the 3.x server embeds a web
-UI that is not in the Go module) with the cluster's Alertmanager 0.34.
+Versions: promtool, amtool, and the Prometheus and Alertmanager servers are built at the cluster's versions
+(Prometheus 3.x, Alertmanager 0.34) from the Go module proxy (tests/tools.py; their web UIs are left out);
+the rules are also unit-tested with Debian's promtool 2.42.
 """
 
 from __future__ import annotations
@@ -245,7 +244,7 @@ def test_both_user_alerts_reach_slack_and_resolve(repo, tmp_path):
     every range window to 5s (so a healed pod resolves in seconds, not after the 5m max_over_time),
     Alertmanager's group_wait/group_interval to 1s/2s, scrape and evaluation to 1s; the webhook URL file
     points at the sink."""
-    prometheus_bin = debian("prometheus")
+    prometheus_bin = str(built("prometheus"))
     alertmanager_bin = str(built("alertmanager"))
     exporter, sink = Exporter(), SlackSink()
     prom_port, am_port = free_port(), free_port()

@@ -1,4 +1,5 @@
-"""Phase 0 state on every lab host: names, time, swap, kernel modules, sysctls."""
+"""Host state after the deploy: phase 0 (names, time, swap, kernel modules, sysctls) and phase 1 (CA trust,
+the platform host's TLS files and GitLab configuration)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 import pytest
 
 from tasks.foundation import KERNEL_MODULES, KUBERNETES_SYSCTLS, MODULES_FILE, SYSCTL_FILE
+from tests.conftest import REPO
 from tests.testinfra.conftest import NODES, node_ids, nodes_with
 
 ALL = pytest.mark.parametrize("node", NODES, ids=node_ids)
@@ -87,3 +89,36 @@ def test_kubernetes_sysctls(connect, node):
             assert host.sysctl(key) == value, key
         # fs.inotify.* belong to the machine that runs the lab containers, which the deploy must not change
         # (it warns instead); on a real host they are applied like the others (unit-tested).
+
+
+# ------------------------------------------------------------------------------------------ phase 1
+
+
+@ALL
+def test_lab_ca_is_trusted_by_the_system(connect, node):
+    host = connect(node)
+    assert host.file("/usr/local/share/ca-certificates/gitops-lab-ca.crt").exists
+    gitlab_cert = (REPO / "state" / "sandbox" / "pki" / "gitlab.local.crt").read_text()
+    # openssl with only the system bundle: the lab's server certificate verifies against it
+    result = host.run(f"printf '%s' '{gitlab_cert}' > /tmp/gitlab.crt && openssl verify -CAfile "
+                      "/etc/ssl/certs/ca-certificates.crt /tmp/gitlab.crt")
+    assert result.rc == 0 and "OK" in result.stdout, result.stderr
+
+
+def test_platform_has_tls_files_gitlab_rb_and_docker_trust(connect):
+    host = connect(PLATFORM)
+    ca = (REPO / "state" / "sandbox" / "pki" / "ca.crt").read_text()
+    assert host.file("/etc/docker/certs.d/registry.local/ca.crt").content_string == ca
+    assert host.file("/etc/gitlab-runner/certs/ca.crt").content_string == ca
+    for name in ("gitlab.local", "registry.local"):
+        assert host.file(f"/etc/gitlab/ssl/{name}.key").mode == 0o600
+        assert host.file(f"/etc/gitlab/ssl/{name}.crt").exists
+    rb = host.file("/etc/gitlab/gitlab.rb")
+    assert rb.mode == 0o600 and "external_url 'https://gitlab.local'" in rb.content_string
+    assert host.file("/etc/gitlab/lab-initial-root-password").mode == 0o600
+
+
+def test_only_the_platform_gets_gitlab_files(connect):
+    for node in NODES:
+        if not node.has_role("platform"):
+            assert not connect(node).file("/etc/gitlab").exists
