@@ -8,8 +8,9 @@ node of that graph, so everything before it (on any host) runs before everything
 
 from __future__ import annotations
 
-from pyinfra import host, logger, state
+from pyinfra import host, logger
 from pyinfra.api import operation
+from pyinfra.context import ctx_state
 
 
 @operation(is_idempotent=True)
@@ -21,8 +22,12 @@ def barrier(phase: str):
 
 
 def announce_once(key: str, message: str) -> None:
-    """Log a message once per run, although deploy.py runs once per host."""
-    said = state.__dict__.setdefault("_gitops_lab_said", set())
+    """Log a message once per run, although deploy.py runs once per host (remembered on this run's State)."""
+    current = ctx_state.get()
+    said = getattr(current, "_gitops_lab_said", None)
+    if said is None:
+        said = set()
+        setattr(current, "_gitops_lab_said", said)
     if key not in said:
         said.add(key)
         logger.warning(message)
