@@ -89,6 +89,24 @@ class GitLab:
         return next((item for item in self.paginate(path, **params) if match(item)), None)
 
 
+def wait_until_ready(gl: GitLab, timeout: float = 900, interval: float = 5, sleep: Callable[[float], None] = time.sleep) -> str:
+    """Poll GitLab's API until it answers (a fresh install takes minutes); returns its version."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while True:
+        try:
+            return gl.request("GET", "/version").json()["version"]
+        except GitLabError as exc:
+            if exc.status in (401, 403):
+                raise
+            last = str(exc)
+        if time.monotonic() >= deadline:
+            raise GitLabError("GET", "/version", None,
+                              f"GitLab at {gl.url} did not become ready within {timeout:.0f}s (last: {last}). Check on "
+                              "the platform host: `gitlab-ctl status`, `gitlab-ctl tail`, free memory (`free -m`)")
+        sleep(interval)
+
+
 # ------------------------------------------------------------------------------------------ bootstrap
 
 
@@ -170,10 +188,46 @@ def ensure_runner(gl: GitLab, description: str, tags: list[str], stored: Callabl
     return token
 
 
-def bootstrap_projects(gl: GitLab, group_path: str, gitops_token: Callable[[int], str], deploy_public_key: str) -> Bootstrap:
+def ensure_branch_from_tag(gl: GitLab, project_id: int, branch: str, tag: str, created: list[str]) -> None:
+    """Make `branch` (created from `tag`) the project's default branch: an imported project then builds
+    exactly the pinned release, whatever upstream's main has moved on to."""
+    existing = gl.find(f"/projects/{project_id}/repository/branches", lambda b: b["name"] == branch, search=branch)
+    if existing is None:
+        gl.post(f"/projects/{project_id}/repository/branches", branch=branch, ref=tag)
+        created.append(f"branch {branch} from {tag}")
+    project = gl.get(f"/projects/{project_id}")
+    if project.get("default_branch") != branch:
+        gl.put(f"/projects/{project_id}", default_branch=branch)
+        created.append(f"default branch {branch}")
+
+
+def ensure_files_committed(gl: GitLab, project_id: int, branch: str, files: dict[str, str], message: str,
+                           created: list[str]) -> None:
+    """One commit that creates or updates exactly the files whose content differs; none if all match."""
+    import base64
+    from urllib.parse import quote
+
+    actions = []
+    for path, content in sorted(files.items()):
+        try:
+            current = gl.get(f"/projects/{project_id}/repository/files/{quote(path, safe='')}", ref=branch)
+            same = base64.b64decode(current["content"]).decode() == content
+            if not same:
+                actions.append({"action": "update", "file_path": path, "content": content})
+        except GitLabError as exc:
+            if exc.status != 404:
+                raise
+            actions.append({"action": "create", "file_path": path, "content": content})
+    if actions:
+        gl.post(f"/projects/{project_id}/repository/commits", branch=branch, commit_message=message, actions=actions)
+        created.append(f"commit {len(actions)} files to {branch}")
+
+
+def bootstrap_projects(gl: GitLab, group_path: str, gitops_token: Callable[[int], str], deploy_public_key: str,
+                       import_url: str | None = None) -> Bootstrap:
     created: list[str] = []
     group = ensure_group(gl, group_path, created)
-    app = ensure_project(gl, group, "app-repo", created)
+    app = ensure_project(gl, group, "app-repo", created, **({"import_url": import_url} if import_url else {}))
     gitops = ensure_project(gl, group, "gitops-repo", created)
     ensure_variable(gl, app["id"], "GITOPS_TOKEN", gitops_token(gitops["id"]), created)
     ensure_variable(gl, app["id"], "GITOPS_REPO_URL", gitops["http_url_to_repo"], created)

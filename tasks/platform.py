@@ -8,18 +8,22 @@ reconfigure when the configuration changed) and `configure_runner`. With `gitlab
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
+import tempfile
+import time
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
+from typing import Callable
 
 import jinja2
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.hardware import Cpus
 from pyinfra.facts.server import Command
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import apt, files, python, server
 
 from tasks.certificates import Issued, ensure_ca, ensure_server_cert
 from tasks.facts import ShellChecks
@@ -35,6 +39,7 @@ GITLAB_SSL = "/etc/gitlab/ssl"
 RECONFIGURED_MARK = "/etc/gitlab/.lab-reconfigured-sha256"
 RUNNER_CONFIG = "/etc/gitlab-runner/config.toml"
 RUNNER_CA = "/etc/gitlab-runner/certs/ca.crt"
+API_TOKEN_MARK = "/etc/gitlab/.lab-api-token-sha256"
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,23 @@ def prepare_secrets(settings: Settings) -> PlatformSecrets:
         password_file.write_text(secrets.token_urlsafe(24) + "\n")
         password_file.chmod(0o600)
     return PlatformSecrets(ca, gitlab, registry, password_file)
+
+
+def ensure_deploy_key(state_path: Path) -> str:
+    """Argo CD's read-only deploy key for gitops-repo (ed25519), created once; returns the public half."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tasks.certificates import _write_private
+
+    private, public = state_path / "argocd-deploy-key", state_path / "argocd-deploy-key.pub"
+    if not private.exists() or not public.exists():
+        key = Ed25519PrivateKey.generate()
+        _write_private(private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                                  serialization.NoEncryption()))
+        public.write_text(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                        serialization.PublicFormat.OpenSSH).decode() + " argocd@gitops-lab\n")
+    return public.read_text().strip()
 
 
 def ca_in_bundle_check(ca_pem: bytes) -> str:
@@ -139,6 +161,18 @@ def configure_gitlab(settings: Settings, lab_secrets: PlatformSecrets) -> None:
                      commands=["gitlab-ctl reconfigure >/var/log/gitlab-lab-reconfigure.log 2>&1 || "
                                "{ tail -30 /var/log/gitlab-lab-reconfigure.log; exit 1; }",
                                f"echo {wanted} > {RECONFIGURED_MARK}"])
+    # The deploy's API token on root, set through gitlab-rails (the value travels in a root-only file).
+    token = deploy_api_token(settings.state_path)
+    files.put(name="GitLab API token for the deploy (root only)", src=StringIO(token + "\n"),
+              dest="/etc/gitlab/lab-api-token", mode="600")
+    files.put(name="gitlab-rails script for the API token", src=str(TEMPLATES / "gitlab-api-token.rb"),
+              dest="/etc/gitlab/lab-api-token.rb", mode="600")
+    token_hash = hashlib.sha256(token.encode()).hexdigest()
+    if (host.get_fact(Command, command=f"cat {API_TOKEN_MARK} 2>/dev/null || true") or "").strip() != token_hash:
+        server.shell(name="Set the deploy's API token on root (gitlab-rails runner)",
+                     commands=["gitlab-rails runner /etc/gitlab/lab-api-token.rb", f"echo {token_hash} > {API_TOKEN_MARK}"])
+    python.call(name="GitLab bootstrap: group, projects, tokens, variables, deploy key, runner, seeded repos",
+                function=run_bootstrap, settings=settings, lab_secrets=lab_secrets)
 
 
 @deploy("Phase 1: GitLab Runner")
@@ -158,3 +192,98 @@ def configure_runner(settings: Settings, node: Node, runner_token: str | None) -
         return
     files.put(name="Runner config.toml", src=StringIO(runner_config(settings, node, host.get_fact(Cpus) or 1, runner_token)),
               dest=RUNNER_CONFIG, mode="600")
+
+
+# ------------------------------------------------------------------------------------------ GitLab bootstrap
+
+OB_UPSTREAM = "https://github.com/GoogleCloudPlatform/microservices-demo.git"
+APP_REPO_FILES = Path(__file__).resolve().parent.parent / "files" / "app-repo"
+APP_BRANCH = "lab"
+
+
+def state_secret(state_path: Path, name: str, make: Callable[[], str] | None = None) -> str | None:
+    """A secret kept in the state folder (0600); created with `make` when missing and `make` is given."""
+    from tasks.certificates import _write_private
+
+    path = state_path / name
+    if not path.exists():
+        if make is None:
+            return None
+        _write_private(path, (make() + "\n").encode())
+    return path.read_text().strip()
+
+
+def deploy_api_token(state_path: Path) -> str:
+    """The personal access token the deploy uses for GitLab's API; set on root by `gitlab-rails runner`."""
+    return state_secret(state_path, "gitlab-api-token", lambda: "glpat-" + secrets.token_urlsafe(24))
+
+
+def wait_for_import(gl, project_id: int, timeout: float = 900, sleep: Callable[[float], None] = time.sleep) -> None:
+    from tasks.gitlab_api import GitLabError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        status = gl.get(f"/projects/{project_id}").get("import_status") or "none"
+        if status in ("finished", "none"):
+            return
+        if status == "failed" or time.monotonic() >= deadline:
+            raise GitLabError("GET", f"/projects/{project_id}", None,
+                              f"importing Online Boutique from {OB_UPSTREAM} ended as {status!r}: the platform host needs "
+                              "internet access for the import (or import it by hand and rerun)")
+        sleep(5)
+
+
+def bootstrap_gitlab(gl, settings: Settings, state_path: Path, seed_token: str, ca_file: str | None,
+                     import_url: str | None = OB_UPSTREAM) -> list[str]:
+    """Everything in GitLab the platform needs, find-or-create: group, app-repo (Online Boutique at the pinned
+    tag plus this repo's pipeline), gitops-repo (seeded), the gitops token as app-repo's CI variable, Argo CD's
+    deploy key and the runner. Returns what it created or changed."""
+    from tasks.gitlab_api import (bootstrap_projects, ensure_branch_from_tag, ensure_files_committed,
+                                  ensure_project_token, ensure_runner, wait_until_ready)
+    from tasks.gitops_repo import render_gitops_repo
+    from tasks.seeding import seed_repository
+
+    wait_until_ready(gl)
+    created: list[str] = []
+
+    def gitops_token(project_id: int) -> str:
+        return ensure_project_token(gl, project_id, "gitops-bump", (dt.date.today() + dt.timedelta(days=360)).isoformat(),
+                                    lambda: state_secret(state_path, "gitops-token"),
+                                    lambda t: state_secret(state_path, "gitops-token", lambda: t), created)
+
+    result = bootstrap_projects(gl, settings.gitlab_group, gitops_token, ensure_deploy_key(state_path), import_url)
+    created += result.created
+    if import_url:
+        wait_for_import(gl, result.app_project_id)
+        ensure_branch_from_tag(gl, result.app_project_id, APP_BRANCH, settings.online_boutique_version, created)
+    pipeline = {p.relative_to(APP_REPO_FILES).as_posix(): p.read_text() for p in sorted(APP_REPO_FILES.rglob("*"))
+                if p.is_file() and "__pycache__" not in p.parts}
+    ensure_files_committed(gl, result.app_project_id, APP_BRANCH, pipeline, "Add the lab's CI pipeline [skip ci]", created)
+    head = gl.get(f"/projects/{result.app_project_id}/repository/branches/{APP_BRANCH}")["commit"]["id"]
+    gitops = gl.get(f"/projects/{result.gitops_project_id}")
+    with tempfile.TemporaryDirectory() as tmp:
+        content = render_gitops_repo(settings, Path(tmp) / "gitops-repo", image_tag=head)
+        if seed_repository(gitops["http_url_to_repo"], seed_token, content, "Seed the gitops repository", ca_file=ca_file):
+            created.append("gitops-repo seeded")
+    ensure_runner(gl, f"{settings.platform.hostname} docker", ["docker", "lab"],
+                  lambda: state_secret(state_path, "runner-token"),
+                  lambda t: state_secret(state_path, "runner-token", lambda: t), created)
+    return created
+
+
+def run_bootstrap(settings: Settings, lab_secrets: PlatformSecrets) -> None:
+    """Runtime step (python.call) once GitLab is installed: bootstrap GitLab through its API, then write the
+    runner's config.toml if the runner was registered just now (later runs manage it as a planned file)."""
+    from pyinfra import logger
+
+    from tasks.gitlab_api import GitLab
+
+    token = deploy_api_token(settings.state_path)
+    gl = GitLab(f"https://{settings.platform.address}", token, ca_file=str(lab_secrets.ca.cert_path))
+    created = bootstrap_gitlab(gl, settings, settings.state_path, token, str(lab_secrets.ca.cert_path))
+    logger.info(f"    GitLab bootstrap: {', '.join(created) if created else 'nothing to change'}")
+    if any(c.startswith("runner ") for c in created):
+        config = runner_config(settings, settings.platform, host.get_fact(Cpus) or 1,
+                               state_secret(settings.state_path, "runner-token") or "")
+        host.put_file(StringIO(config), RUNNER_CONFIG)
+        host.run_shell_command(f"chmod 600 {RUNNER_CONFIG} && systemctl restart gitlab-runner")

@@ -12,7 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 
 
 class GitLabDouble:
-    def __init__(self, token: str, readonly_token: str = "glpat-readonly") -> None:
+    def __init__(self, token: str, readonly_token: str = "glpat-readonly", git_url: str = "https://gitlab.local") -> None:
+        self.git_url = git_url
         self.token, self.readonly_token = token, readonly_token
         self.groups: list[dict] = []
         self.projects: list[dict] = []
@@ -20,6 +21,9 @@ class GitLabDouble:
         self.deploy_keys: dict[int, list[dict]] = {}
         self.access_tokens: dict[int, list[dict]] = {}
         self.runners: list[dict] = []
+        self.branches: dict[int, dict[str, str]] = {}
+        self.files: dict[int, dict[str, dict[str, str]]] = {}
+        self.commits: list[dict] = []
         self.calls: list[str] = []
         self.fail_next: dict[str, list[int]] = {}
         self._next_id = 100
@@ -80,6 +84,8 @@ class GitLabDouble:
 
     def route(self, method: str, path: str, query: dict, body: dict) -> tuple[int, object, dict]:
         m = re.fullmatch
+        if path == "/version":
+            return 200, {"version": "19.6.0", "revision": "test-double"}, {}
         if path == "/groups" and method == "GET":
             return self.page([g for g in self.groups if query.get("search", "") in g["path"]], query)
         if path == "/groups" and method == "POST":
@@ -96,7 +102,9 @@ class GitLabDouble:
             if any(p["path_with_namespace"] == full for p in self.projects):
                 return 400, {"message": {"path": ["has already been taken"]}}, {}
             project = {"id": self.new_id(), "name": body["name"], "path": body["path"], "namespace_id": group["id"],
-                       "path_with_namespace": full, "http_url_to_repo": f"https://gitlab.local/{full}.git"}
+                       "import_url": body.get("import_url"), "default_branch": "master" if body.get("import_url") else None,
+                       "path_with_namespace": full, "http_url_to_repo": f"{self.git_url}/{body['path']}.git",
+                       "import_status": "finished" if body.get("import_url") else "none"}
             self.projects.append(project)
             return 201, project, {}
         if v := m(r"/projects/(\d+)/variables", path):
@@ -122,6 +130,31 @@ class GitLabDouble:
                      "revoked": False, "token": f"glpat-{self.new_id()}xyz"}
             tokens.append(token)
             return 201, token, {}
+        if b := m(r"/projects/(\d+)/repository/branches", path):
+            branches = self.branches.setdefault(int(b[1]), {"master": "upstream-head"})
+            if method == "GET":
+                return self.page([{"name": n} for n in branches], query)
+            branches[body["branch"]] = body["ref"]
+            return 201, {"name": body["branch"]}, {}
+        if (b := m(r"/projects/(\d+)/repository/branches/([\w.-]+)", path)) and method == "GET":
+            return 200, {"name": b[2], "commit": {"id": "c0ffee" + "0" * 34}}, {}
+        if (p := m(r"/projects/(\d+)", path)) and method in ("GET", "PUT"):
+            project = next(pr for pr in self.projects if pr["id"] == int(p[1]))
+            project.update(body if method == "PUT" else {})
+            return 200, project, {}
+        if (f := m(r"/projects/(\d+)/repository/files/(.+)", path)) and method == "GET":
+            from urllib.parse import unquote
+            import base64
+            content = self.files.get(int(f[1]), {}).get(query.get("ref", ""), {}).get(unquote(f[2]))
+            if content is None:
+                return 404, {"message": "404 File Not Found"}, {}
+            return 200, {"content": base64.b64encode(content.encode()).decode(), "encoding": "base64"}, {}
+        if (c := m(r"/projects/(\d+)/repository/commits", path)) and method == "POST":
+            tree = self.files.setdefault(int(c[1]), {}).setdefault(body["branch"], {})
+            for action in body["actions"]:
+                tree[action["file_path"]] = action["content"]
+            self.commits.append(body)
+            return 201, {"id": f"{self.new_id():040d}", "message": body["commit_message"]}, {}
         if path == "/runners/all" and method == "GET":
             return self.page([{k: v for k, v in r.items() if k != "token"} for r in self.runners], query)
         if path == "/user/runners" and method == "POST":

@@ -118,3 +118,24 @@ def test_a_revoked_project_token_is_replaced(double):
     double.access_tokens[first.gitops_project_id][0]["revoked"] = True
     second = run_bootstrap(double, stored)
     assert stored["gitops"] != old and "variable GITOPS_TOKEN (updated)" in second.created
+
+
+def test_app_repo_imported_at_the_pinned_tag_with_ci_files_committed_once(double):
+    from tasks.gitlab_api import ensure_branch_from_tag, ensure_files_committed
+
+    result = bootstrap_projects(client(double), "boutique", lambda pid: "glpat-x", DEPLOY_KEY,
+                                import_url="https://github.com/GoogleCloudPlatform/microservices-demo.git")
+    app = next(p for p in double.projects if p["id"] == result.app_project_id)
+    assert app["import_url"].endswith("microservices-demo.git")
+    created = []
+    ensure_branch_from_tag(client(double), app["id"], "lab", "v0.10.6", created)
+    assert double.branches[app["id"]]["lab"] == "v0.10.6" and app["default_branch"] == "lab"
+    files = {".gitlab-ci.yml": "stages: [test]\n", "ci/bump.py": "print()\n"}
+    ensure_files_committed(client(double), app["id"], "lab", files, "Add the lab pipeline", created)
+    assert created == ["branch lab from v0.10.6", "default branch lab", "commit 2 files to lab"]
+    again = []
+    ensure_branch_from_tag(client(double), app["id"], "lab", "v0.10.6", again)
+    ensure_files_committed(client(double), app["id"], "lab", files, "Add the lab pipeline", again)
+    assert again == [] and len(double.commits) == 1
+    ensure_files_committed(client(double), app["id"], "lab", {**files, "ci/bump.py": "print(1)\n"}, "update", again)
+    assert double.commits[-1]["actions"] == [{"action": "update", "file_path": "ci/bump.py", "content": "print(1)\n"}]

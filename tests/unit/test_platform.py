@@ -17,8 +17,8 @@ def lab_secrets(tmp_path, sandbox_settings):
 
 
 @pytest.fixture
-def online(sandbox_settings):
-    return replace(sandbox_settings, gitlab_package_source="https://packages.gitlab.com")
+def online(sandbox_settings, tmp_path):
+    return replace(sandbox_settings, gitlab_package_source="https://packages.gitlab.com", state_dir=str(tmp_path / "state"))
 
 
 def test_gitlab_rb_has_urls_tls_memory_settings_and_backups(sandbox_settings):
@@ -49,15 +49,21 @@ def test_fresh_platform_installs_gitlab_pinned_and_reconfigures(online, lab_secr
     assert any("gitlab-ce=19.6.0-ce.0" in c for c in p.commands())
     assert "apt-mark hold gitlab-ce" in p.commands()
     assert any(c.startswith("gitlab-ctl reconfigure") for c in p.commands())
+    assert "gitlab-rails runner /etc/gitlab/lab-api-token.rb" in p.commands()
+    assert any(n.startswith("GitLab bootstrap") for n in names)
 
 
 def test_converged_platform_does_not_reconfigure(online, lab_secrets):
     wanted = hashlib.sha256(platform.gitlab_rb(online).encode() + lab_secrets.gitlab_cert.cert_pem
                             + lab_secrets.registry_cert.cert_pem).hexdigest()
+    token_hash = hashlib.sha256(platform.deploy_api_token(online.state_path).encode()).hexdigest()
+    recorded = {platform.RECONFIGURED_MARK: wanted, platform.API_TOKEN_MARK: token_hash}
     p = plan(platform.configure_gitlab, online, lab_secrets, host_name="mini-pc",
-             facts={"Command": wanted, "File": None, "Directory": None, "AptSources": [], "AptKeys": {},
+             facts={"Command": lambda command: next(v for k, v in recorded.items() if k in command),
+                    "File": None, "Directory": None, "AptSources": [], "AptKeys": {},
                     "DebPackages": {"gitlab-ce": ["19.6.0-ce.0"]}, "GpgKey": {}})
-    assert not any("reconfigure" in c for c in p.commands())
+    assert not any("reconfigure" in c or "gitlab-rails" in c for c in p.commands())
+    assert any(n.startswith("GitLab bootstrap") for n in p.names())  # find-or-create: cheap when converged
 
 
 def test_offline_sandbox_skips_the_package_with_a_reason(sandbox_settings, lab_secrets):

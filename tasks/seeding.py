@@ -1,0 +1,59 @@
+"""Seed a new, empty GitLab repository with files, over HTTPS with an access token.
+
+A repository that already has commits is left alone: after seeding, Git (and whoever commits to it) is
+the source of truth, never this deploy. The token is masked in every message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+class SeedError(RuntimeError):
+    pass
+
+
+def git_env(token: str, ca_file: str | None = None) -> dict[str, str]:
+    """Environment that makes git send the token as HTTP Basic auth (user oauth2, as GitLab expects),
+    without putting it in a URL, on a command line, or into git's messages."""
+    import base64
+
+    basic = base64.b64encode(f"oauth2:{token}".encode()).decode()
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",
+               GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}")
+    if ca_file:
+        env["GIT_SSL_CAINFO"] = ca_file
+    return env
+
+
+def _git(args: list[str], cwd: Path, env: dict, token: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SeedError(f"git {args[0]} failed: {proc.stderr.strip().replace(token, '****')}")
+    return proc
+
+
+def seed_repository(url: str, token: str, source: Path, message: str, branch: str = "main",
+                    ca_file: str | None = None) -> bool:
+    """Push `source`'s files as the first commit of the repository at `url`. False if it already has commits."""
+    env = git_env(token, ca_file)
+    work = Path(tempfile.mkdtemp(prefix="seed-"))
+    try:
+        remote = url
+        heads = subprocess.run(["git", "ls-remote", "--heads", remote], env=env, capture_output=True, text=True)
+        if heads.returncode != 0:
+            raise SeedError(f"cannot reach {url}: {heads.stderr.strip().replace(token, '****')}")
+        if heads.stdout.strip():
+            return False
+        shutil.copytree(source, work, dirs_exist_ok=True)
+        _git(["init", "-q", "-b", branch], work, env, token)
+        _git(["-c", "user.name=gitops-lab deploy", "-c", "user.email=deploy@gitops-lab.invalid", "add", "-A"], work, env, token)
+        _git(["-c", "user.name=gitops-lab deploy", "-c", "user.email=deploy@gitops-lab.invalid", "commit", "-qm", message],
+             work, env, token)
+        _git(["push", "-q", remote, f"HEAD:{branch}"], work, env, token)
+        return True
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
