@@ -24,7 +24,8 @@ checkov: .venv-checkov/.installed
 	.venv-checkov/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt -c constraints-checkov.txt
 	touch $@
 
-# gitlab-ci-local, pinned in tests/pipeline/package-lock.json (4.73.0 is the newest that runs on Node 20)
+# npm test tools, pinned in tests/pipeline/package-lock.json: gitlab-ci-local (4.73.0, the newest that runs
+# on Node 20), TypeScript and @grafana/schema (dashboard type-check)
 pipeline-tools: tests/pipeline/node_modules/.installed
 tests/pipeline/node_modules/.installed: tests/pipeline/package.json tests/pipeline/package-lock.json
 	cd tests/pipeline && npm ci --no-audit --no-fund --loglevel=error

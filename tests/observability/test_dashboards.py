@@ -148,3 +148,37 @@ def test_dashboards_reach_grafana_as_labelled_configmaps(repo):
     assert all(m["metadata"]["labels"]["grafana_dashboard"] == "1" for m in maps)
     values = yaml.safe_load((repo / "platform/kube-prometheus-stack/values.yaml").read_text())
     assert values["grafana"]["sidecar"]["dashboards"]["enabled"] is True
+
+
+NODE_TOOLS = REPO / "tests" / "pipeline" / "node_modules"
+
+
+def typecheck(tmp_path, dashboards: dict[str, str]) -> subprocess.CompletedProcess:
+    """tsc against Grafana's published Dashboard type (npm @grafana/schema): each dashboard's JSON as an object
+    literal annotated with that type, so unknown properties and wrong types are compile errors."""
+    from tests.conftest import unavailable
+
+    tsc = NODE_TOOLS / ".bin" / "tsc"
+    if not tsc.exists():
+        unavailable("typescript and @grafana/schema are not installed (make pipeline-tools)")
+    (tmp_path / "node_modules").symlink_to(NODE_TOOLS)
+    files = []
+    for name, text in dashboards.items():
+        path = tmp_path / f"{name}.ts"
+        path.write_text(f'import type {{ Dashboard }} from "@grafana/schema";\nexport const dashboard: Dashboard = {text};\n')
+        files.append(str(path))
+    return subprocess.run([str(tsc), "--noEmit", "--strict", "--moduleResolution", "bundler", "--module", "esnext",
+                           "--target", "es2022", "--skipLibCheck", *files], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_dashboards_type_check_against_grafanas_schema(repo, tmp_path):
+    folder = repo / "platform" / "boutique-monitoring" / "dashboards"
+    proc = typecheck(tmp_path, {p.stem: p.read_text() for p in folder.glob("*.json")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_type_check_rejects_a_misspelt_property(repo, tmp_path):
+    text = (repo / "platform/boutique-monitoring/dashboards/online-boutique.json").read_text()
+    proc = typecheck(tmp_path, {"broken": text.replace('"gridPos"', '"gridPoz"', 1)})
+    assert proc.returncode != 0 and "gridPoz" in proc.stdout
