@@ -26,6 +26,7 @@ platform.trust_lab_ca(lab_secrets)
 if node.has_role("platform"):
     platform.trust_registry_for_docker(settings, lab_secrets)
     platform.configure_gitlab(settings, lab_secrets)
+    platform.install_docker()
     token_file = settings.state_path / "runner-token"
     platform.configure_runner(settings, node, token_file.read_text().strip() if token_file.exists() else None)
 phases.barrier("phase 1: platform")

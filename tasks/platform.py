@@ -23,7 +23,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.hardware import Cpus
 from pyinfra.facts.server import Command
-from pyinfra.operations import apt, files, python, server
+from pyinfra.operations import apt, files, python, server, systemd
 
 from tasks.certificates import Issued, ensure_ca, ensure_server_cert
 from tasks.facts import ShellChecks
@@ -175,13 +175,20 @@ def configure_gitlab(settings: Settings, lab_secrets: PlatformSecrets) -> None:
                 function=run_bootstrap, settings=settings, lab_secrets=lab_secrets)
 
 
+@deploy("Phase 1: Docker engine")
+def install_docker() -> None:
+    """Docker for the runner's docker executor, from Debian's own package (maintained, reachable through any
+    Debian mirror, so it installs offline in the lab too)."""
+    ensure_packages(["docker.io"])
+    systemd.service(name="docker running and enabled", service="docker", running=True, enabled=True)
+
+
 @deploy("Phase 1: GitLab Runner")
 def configure_runner(settings: Settings, node: Node, runner_token: str | None) -> None:
     if not settings.gitlab_package_source:
-        announce_once("runner-skip", "    GitLab Runner and Docker: not installed: gitlab_package_source is empty (no "
-                      "package source offline). The runner's CA file is in place.")
+        announce_once("runner-skip", "    GitLab Runner: not installed: gitlab_package_source is empty (no package "
+                      "source offline). Docker and the runner's CA file are in place.")
         return
-    ensure_packages(["docker.io"])
     apt.repo(name="GitLab Runner repository", filename="runner_gitlab-runner",
              src=f"deb {settings.gitlab_package_source}/runner/gitlab-runner/debian/ bookworm main")
     apt.packages(name=f"gitlab-runner {settings.gitlab_runner_version}",

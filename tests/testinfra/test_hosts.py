@@ -122,3 +122,9 @@ def test_only_the_platform_gets_gitlab_files(connect):
     for node in NODES:
         if not node.has_role("platform"):
             assert not connect(node).file("/etc/gitlab").exists
+
+
+def test_platform_runs_docker_for_the_runner(connect):
+    host = connect(PLATFORM)
+    assert host.service("docker").is_running and host.service("docker").is_enabled
+    assert "Server Version" in host.check_output("docker info")
