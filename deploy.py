@@ -27,8 +27,7 @@ if node.has_role("platform"):
     platform.trust_registry_for_docker(settings, lab_secrets)
     platform.configure_gitlab(settings, lab_secrets)
     platform.install_docker()
-    token_file = settings.state_path / "runner-token"
-    platform.configure_runner(settings, node, token_file.read_text().strip() if token_file.exists() else None)
+    platform.configure_runner(settings, node, platform.state_secret(settings.state_path, "runner-token"))
 phases.barrier("phase 1: platform")
 
 # ---- Phases 2-7: not part of this codebase yet -------------------------------------------------------
