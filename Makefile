@@ -6,7 +6,7 @@ LAB     := python3 tests/lab/lab.py
 # Debian packages the local lab needs on this machine (the deploy itself needs none of them).
 LAB_PACKAGES := debootstrap systemd-container apt-cacher-ng zstd openssh-client iproute2
 # Debian's promtool and Prometheus server (alerting tests), rsync (gitlab-ci-local), shellcheck
-TEST_PACKAGES := prometheus prometheus-alertmanager rsync shellcheck libvirt-daemon
+TEST_PACKAGES := prometheus prometheus-alertmanager rsync shellcheck libvirt-daemon libseccomp-dev pkg-config
 
 .PHONY: venv checkov pipeline-tools host-packages lab lab-up lab-down lab-status test unit
 
@@ -34,7 +34,8 @@ tests/pipeline/node_modules/.installed: tests/pipeline/package.json tests/pipeli
 host-packages:
 	@if ! command -v debootstrap >/dev/null || ! command -v systemd-nspawn >/dev/null \
 		|| [ ! -x /usr/sbin/apt-cacher-ng ] || ! command -v zstd >/dev/null || ! command -v promtool >/dev/null \
-		|| ! command -v rsync >/dev/null || ! command -v shellcheck >/dev/null || [ ! -x /usr/sbin/libvirtd ]; then \
+		|| ! command -v rsync >/dev/null || ! command -v shellcheck >/dev/null || [ ! -x /usr/sbin/libvirtd ] \
+		|| [ ! -e /usr/include/seccomp.h ]; then \
 		echo "installing Debian packages: $(LAB_PACKAGES) $(TEST_PACKAGES)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(LAB_PACKAGES) $(TEST_PACKAGES); \
 	fi

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Build the local artifact mirror the cluster phase installs from: containerd, runc and the CNI plugins,
+built from source through the Go module proxy, packed exactly as their upstream release archives and laid
+out under the same paths as their GitHub release URLs, each with a `.sha256` file.
+
+    python3 tests/mirror/build_mirror.py [DEST]     (default ~/.cache/gitops-lab/mirror)
+
+A mirror for a real air-gapped lab has the same layout, filled from the upstream release URLs on a
+machine with internet (README: "Artifact mirror layout"). Builds are cached per version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.tools import CACHE, _go, _run  # noqa: E402
+
+CONTAINERD_VERSION = "2.3.7"
+RUNC_VERSION = "1.5.2"
+CNI_VERSION = "1.9.1"
+CNI_PLUGINS = ["main/bridge", "main/loopback", "main/host-device", "ipam/host-local", "meta/portmap",
+               "meta/bandwidth", "meta/firewall", "meta/tuning"]
+TIMES: dict[str, float] = {}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    version: str
+    path: str  # path below the mirror root == path of the upstream URL below https://github.com
+    sha256: str
+
+
+def _build(packages: list[str], version_module: str, out: Path, tags: str = "", cgo: bool = False) -> None:
+    env = dict(os.environ, GOBIN=str(out), GOPATH=str(CACHE / "gopath"), GOFLAGS="-mod=mod", GOTOOLCHAIN="local",
+               CGO_ENABLED="1" if cgo else "0")
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [_go(), "install"] + (["-tags", tags] if tags else []) + [f"{p}@{version_module}" for p in packages]
+    _run(cmd, env)
+
+
+def _tar(members: dict[str, Path], dest: Path) -> None:
+    """A reproducible tar.gz (fixed owner and mtime) holding `members` (archive name -> file)."""
+    import gzip
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, path in sorted(members.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime, info.uid, info.gid = path.stat().st_size, 0o755, 0, 0, 0
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.GzipFile(dest, "wb", mtime=0) as gz:
+        gz.write(buffer.getvalue())
+
+
+def _publish(mirror: Path, name: str, version: str, rel: str) -> Artifact:
+    digest = hashlib.sha256((mirror / rel).read_bytes()).hexdigest()
+    (mirror / f"{rel}.sha256").write_text(f"{digest}  {Path(rel).name}\n")
+    return Artifact(name, version, rel, digest)
+
+
+def build_mirror(mirror: Path) -> list[Artifact]:
+    bins = CACHE / "mirror-build"
+    artifacts = []
+
+    rel = f"containerd/containerd/releases/download/v{CONTAINERD_VERSION}/containerd-{CONTAINERD_VERSION}-linux-amd64.tar.gz"
+    if not (mirror / rel).exists():
+        started = time.monotonic()
+        out = bins / f"containerd-{CONTAINERD_VERSION}"
+        _build([f"github.com/containerd/containerd/v2/cmd/{c}" for c in ("containerd", "containerd-shim-runc-v2", "ctr")],
+               f"v{CONTAINERD_VERSION}", out, tags="no_btrfs no_devmapper no_zfs")
+        _tar({f"bin/{b}": out / b for b in ("containerd", "containerd-shim-runc-v2", "ctr")}, mirror / rel)
+        TIMES[f"build containerd {CONTAINERD_VERSION}"] = time.monotonic() - started
+    artifacts.append(_publish(mirror, "containerd", CONTAINERD_VERSION, rel))
+
+    rel = f"opencontainers/runc/releases/download/v{RUNC_VERSION}/runc.amd64"
+    if not (mirror / rel).exists():
+        started = time.monotonic()
+        out = bins / f"runc-{RUNC_VERSION}"
+        _build(["github.com/opencontainers/runc"], f"v{RUNC_VERSION}", out, tags="seccomp", cgo=True)
+        (mirror / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mirror / rel).write_bytes((out / "runc").read_bytes())
+        TIMES[f"build runc {RUNC_VERSION}"] = time.monotonic() - started
+    artifacts.append(_publish(mirror, "runc", RUNC_VERSION, rel))
+
+    rel = f"containernetworking/plugins/releases/download/v{CNI_VERSION}/cni-plugins-linux-amd64-v{CNI_VERSION}.tgz"
+    if not (mirror / rel).exists():
+        started = time.monotonic()
+        out = bins / f"cni-{CNI_VERSION}"
+        _build([f"github.com/containernetworking/plugins/plugins/{p}" for p in CNI_PLUGINS], f"v{CNI_VERSION}", out)
+        _tar({f"./{p.split('/')[1]}": out / p.split("/")[1] for p in CNI_PLUGINS}, mirror / rel)
+        TIMES[f"build cni-plugins {CNI_VERSION}"] = time.monotonic() - started
+    artifacts.append(_publish(mirror, "cni-plugins", CNI_VERSION, rel))
+
+    (mirror / "artifacts.json").write_text(json.dumps([a.__dict__ for a in artifacts], indent=2) + "\n")
+    return artifacts
+
+
+if __name__ == "__main__":
+    dest = Path(sys.argv[1]) if len(sys.argv) > 1 else CACHE / "mirror"
+    for artifact in build_mirror(dest):
+        print(f"{artifact.name} {artifact.version}: {artifact.path} sha256 {artifact.sha256}")
+    for what, seconds in TIMES.items():
+        print(f"{what}: {seconds:.0f}s")
