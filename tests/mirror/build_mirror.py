@@ -20,6 +20,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.tools import CACHE, _go, _run  # noqa: E402
@@ -70,39 +71,44 @@ def _publish(mirror: Path, name: str, version: str, rel: str) -> Artifact:
     return Artifact(name, version, rel, digest)
 
 
-def build_mirror(mirror: Path) -> list[Artifact]:
-    bins = CACHE / "mirror-build"
-    artifacts = []
-
-    rel = f"containerd/containerd/releases/download/v{CONTAINERD_VERSION}/containerd-{CONTAINERD_VERSION}-linux-amd64.tar.gz"
+def _artifact(mirror: Path, name: str, version: str, rel: str, make: Callable[[Path, Path], None]) -> Artifact:
+    """Build one artifact with make(build_dir, target) unless the mirror has it already, then publish it."""
     if not (mirror / rel).exists():
         started = time.monotonic()
-        out = bins / f"containerd-{CONTAINERD_VERSION}"
-        _build([f"github.com/containerd/containerd/v2/cmd/{c}" for c in ("containerd", "containerd-shim-runc-v2", "ctr")],
-               f"v{CONTAINERD_VERSION}", out, tags="no_btrfs no_devmapper no_zfs")
-        _tar({f"bin/{b}": out / b for b in ("containerd", "containerd-shim-runc-v2", "ctr")}, mirror / rel)
-        TIMES[f"build containerd {CONTAINERD_VERSION}"] = time.monotonic() - started
-    artifacts.append(_publish(mirror, "containerd", CONTAINERD_VERSION, rel))
-
-    rel = f"opencontainers/runc/releases/download/v{RUNC_VERSION}/runc.amd64"
-    if not (mirror / rel).exists():
-        started = time.monotonic()
-        out = bins / f"runc-{RUNC_VERSION}"
-        _build(["github.com/opencontainers/runc"], f"v{RUNC_VERSION}", out, tags="seccomp", cgo=True)
         (mirror / rel).parent.mkdir(parents=True, exist_ok=True)
-        (mirror / rel).write_bytes((out / "runc").read_bytes())
-        TIMES[f"build runc {RUNC_VERSION}"] = time.monotonic() - started
-    artifacts.append(_publish(mirror, "runc", RUNC_VERSION, rel))
+        make(CACHE / "mirror-build" / f"{name}-{version}", mirror / rel)
+        TIMES[f"build {name} {version}"] = time.monotonic() - started
+    return _publish(mirror, name, version, rel)
 
-    rel = f"containernetworking/plugins/releases/download/v{CNI_VERSION}/cni-plugins-linux-amd64-v{CNI_VERSION}.tgz"
-    if not (mirror / rel).exists():
-        started = time.monotonic()
-        out = bins / f"cni-{CNI_VERSION}"
-        _build([f"github.com/containernetworking/plugins/plugins/{p}" for p in CNI_PLUGINS], f"v{CNI_VERSION}", out)
-        _tar({f"./{p.split('/')[1]}": out / p.split("/")[1] for p in CNI_PLUGINS}, mirror / rel)
-        TIMES[f"build cni-plugins {CNI_VERSION}"] = time.monotonic() - started
-    artifacts.append(_publish(mirror, "cni-plugins", CNI_VERSION, rel))
 
+def _containerd(out: Path, target: Path) -> None:
+    commands = ("containerd", "containerd-shim-runc-v2", "ctr")
+    _build([f"github.com/containerd/containerd/v2/cmd/{c}" for c in commands], f"v{CONTAINERD_VERSION}", out,
+           tags="no_btrfs no_devmapper no_zfs")
+    _tar({f"bin/{c}": out / c for c in commands}, target)
+
+
+def _runc(out: Path, target: Path) -> None:
+    _build(["github.com/opencontainers/runc"], f"v{RUNC_VERSION}", out, tags="seccomp", cgo=True)
+    target.write_bytes((out / "runc").read_bytes())
+
+
+def _cni_plugins(out: Path, target: Path) -> None:
+    _build([f"github.com/containernetworking/plugins/plugins/{p}" for p in CNI_PLUGINS], f"v{CNI_VERSION}", out)
+    _tar({f"./{p.split('/')[1]}": out / p.split("/")[1] for p in CNI_PLUGINS}, target)
+
+
+def build_mirror(mirror: Path) -> list[Artifact]:
+    releases = "releases/download"
+    artifacts = [
+        _artifact(mirror, "containerd", CONTAINERD_VERSION,
+                  f"containerd/containerd/{releases}/v{CONTAINERD_VERSION}/containerd-{CONTAINERD_VERSION}-linux-amd64.tar.gz",
+                  _containerd),
+        _artifact(mirror, "runc", RUNC_VERSION, f"opencontainers/runc/{releases}/v{RUNC_VERSION}/runc.amd64", _runc),
+        _artifact(mirror, "cni-plugins", CNI_VERSION,
+                  f"containernetworking/plugins/{releases}/v{CNI_VERSION}/cni-plugins-linux-amd64-v{CNI_VERSION}.tgz",
+                  _cni_plugins),
+    ]
     (mirror / "artifacts.json").write_text(json.dumps([a.__dict__ for a in artifacts], indent=2) + "\n")
     return artifacts
 
