@@ -1,11 +1,13 @@
 """Command-line tools the tests build from source through the Go module proxy, cached between runs.
 
 Nothing else can be downloaded offline here, but the Go module proxy serves the sources of promtool,
-amtool and alertmanager at release tags; `go install` builds them once into ~/.cache/gitops-lab/bin.
+amtool, Prometheus, Alertmanager, OpenTofu and the libvirt provider at release tags; they are built once
+into ~/.cache/gitops-lab/bin.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,22 +16,23 @@ from pathlib import Path
 
 CACHE = Path(os.environ.get("GITOPS_LAB_CACHE", Path.home() / ".cache" / "gitops-lab"))
 
-# The versions the cluster runs (kube-prometheus-stack 88: Prometheus 3.x, Alertmanager 0.34).
+# `go install package@version`, optionally with build tags. The versions are the ones the cluster runs
+# (kube-prometheus-stack 88: Prometheus 3.x, Alertmanager 0.34). remove_all_sd leaves out Prometheus' cloud
+# service-discovery plugins (every cloud SDK: most of the build time); the tests use static targets only.
 GO_TOOLS = {
-    "promtool": ("github.com/prometheus/prometheus/cmd/promtool", "v0.316.0"),
-    "prometheus": ("github.com/prometheus/prometheus/cmd/prometheus", "v0.316.0"),
-    "amtool": ("github.com/prometheus/alertmanager/cmd/amtool", "v0.34.2"),
-    "alertmanager": ("github.com/prometheus/alertmanager/cmd/alertmanager", "v0.34.2"),
+    "promtool": ("github.com/prometheus/prometheus/cmd/promtool", "v0.316.0", "remove_all_sd"),
+    "prometheus": ("github.com/prometheus/prometheus/cmd/prometheus", "v0.316.0", "remove_all_sd"),
+    "amtool": ("github.com/prometheus/alertmanager/cmd/amtool", "v0.34.2", ""),
 }
-# Modules whose go.mod has replace directives (`go install pkg@version` refuses those): built from a copy
-# of the module's source: name -> (module, version, package inside the module).
+# Built with `go build` in a writable copy of the module's source: modules whose go.mod has replace
+# directives (`go install pkg@version` refuses those), and servers whose web UI is built by npm upstream and
+# not part of the module (a placeholder page stands in; the tests use their APIs only).
+# name -> (module, version, package inside the module, placeholder file or None)
 SOURCE_BUILDS = {
-    "tofu": ("github.com/opentofu/opentofu", "v1.10.10", "./cmd/tofu"),
-    "terraform-provider-libvirt": ("github.com/dmacvicar/terraform-provider-libvirt", "v0.8.3", "."),
+    "alertmanager": ("github.com/prometheus/alertmanager", "v0.34.2", "./cmd/alertmanager", "ui/app/dist/index.html"),
+    "tofu": ("github.com/opentofu/opentofu", "v1.10.10", "./cmd/tofu", None),
+    "terraform-provider-libvirt": ("github.com/dmacvicar/terraform-provider-libvirt", "v0.8.3", ".", None),
 }
-# Build tags per tool. remove_all_sd leaves out Prometheus' cloud service-discovery plugins (every cloud
-# SDK: most of the build time); the tests use static targets and rule evaluation only.
-BUILD_TAGS = {"promtool": "remove_all_sd", "prometheus": "remove_all_sd"}
 BUILD_TIMES: dict[str, float] = {}
 
 
@@ -37,16 +40,17 @@ class ToolUnavailable(RuntimeError):
     pass
 
 
-# Servers whose web UI is built by npm upstream and not part of the Go module: they are built from a copy
-# of the module's source with a placeholder page where the UI would be (the tests use their APIs only).
-UI_PLACEHOLDERS = {"alertmanager": "ui/app/dist/index.html"}
-
-
 def _go() -> str:
     go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
     if go is None:
         raise ToolUnavailable("building the tool needs Go (the Go module proxy serves its source)")
     return go
+
+
+def go_env(cgo: bool = False, **extra: str) -> dict[str, str]:
+    """Environment for builds through the module proxy, with the module cache kept in CACHE."""
+    return dict(os.environ, GOPATH=str(CACHE / "gopath"), GOFLAGS="-mod=mod", GOTOOLCHAIN="local",
+                CGO_ENABLED="1" if cgo else "0", **extra)
 
 
 def _run(cmd: list[str], env: dict, cwd: Path | None = None) -> str:
@@ -59,36 +63,25 @@ def _run(cmd: list[str], env: dict, cwd: Path | None = None) -> str:
 def go_tool(name: str) -> Path:
     """Path of the tool at its pinned version, building it on first use."""
     if name in SOURCE_BUILDS:
-        module, version, package = SOURCE_BUILDS[name]
-        return _build_from_source(name, module, version, package)
-    package, version = GO_TOOLS[name]
-    target_dir = CACHE / "bin" / (f"{name}-{version}" + (f"-{BUILD_TAGS[name]}" if name in BUILD_TAGS else ""))
+        return _build_from_source(name, *SOURCE_BUILDS[name])
+    package, version, tags = GO_TOOLS[name]
+    target_dir = CACHE / "bin" / (f"{name}-{version}" + (f"-{tags}" if tags else ""))
     binary = target_dir / name
-    if binary.exists():
-        return binary
-    env = dict(os.environ, GOBIN=str(target_dir), GOPATH=str(CACHE / "gopath"), GOFLAGS="-mod=mod",
-               GOTOOLCHAIN="local", CGO_ENABLED="0")
-    started = time.monotonic()
-    if name in UI_PLACEHOLDERS:
-        module = package.split("/cmd/")[0]
-        return _build_from_source(name, module, version, "./" + package.split(module + "/")[1],
-                                  placeholder=UI_PLACEHOLDERS[name])
-    else:
-        tags = ["-tags", BUILD_TAGS[name]] if name in BUILD_TAGS else []
-        _run([_go(), "install", *tags, f"{package}@{version}"], env)
-    BUILD_TIMES[f"build {name} {version}"] = time.monotonic() - started
+    if not binary.exists():
+        started = time.monotonic()
+        _run([_go(), "install", *(["-tags", tags] if tags else []), f"{package}@{version}"],
+             go_env(GOBIN=str(target_dir)))
+        BUILD_TIMES[f"build {name} {version}"] = time.monotonic() - started
     return binary
 
 
-def _build_from_source(name: str, module: str, version: str, package: str, placeholder: str | None = None) -> Path:
+def _build_from_source(name: str, module: str, version: str, package: str, placeholder: str | None) -> Path:
     """go build inside a writable copy of the module's source (downloaded through the Go module proxy)."""
-    import json
-
     target_dir = CACHE / "bin" / f"{name}-{version}"
     binary = target_dir / name
     if binary.exists():
         return binary
-    env = dict(os.environ, GOPATH=str(CACHE / "gopath"), GOFLAGS="-mod=mod", GOTOOLCHAIN="local", CGO_ENABLED="0")
+    env = go_env()
     started = time.monotonic()
     info = json.loads(_run([_go(), "mod", "download", "-json", f"{module}@{version}"], env))
     src = CACHE / "src" / f"{name}-{version}"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import sys
 import tarfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.tools import CACHE, _go, _run  # noqa: E402
+from tests.tools import CACHE, _go, _run, go_env  # noqa: E402
 
 CONTAINERD_VERSION = "2.3.7"
 RUNC_VERSION = "1.5.2"
@@ -42,11 +41,9 @@ class Artifact:
 
 
 def _build(packages: list[str], version_module: str, out: Path, tags: str = "", cgo: bool = False) -> None:
-    env = dict(os.environ, GOBIN=str(out), GOPATH=str(CACHE / "gopath"), GOFLAGS="-mod=mod", GOTOOLCHAIN="local",
-               CGO_ENABLED="1" if cgo else "0")
     out.mkdir(parents=True, exist_ok=True)
     cmd = [_go(), "install"] + (["-tags", tags] if tags else []) + [f"{p}@{version_module}" for p in packages]
-    _run(cmd, env)
+    _run(cmd, go_env(cgo, GOBIN=str(out)))
 
 
 def _tar(members: dict[str, Path], dest: Path) -> None:
