@@ -42,8 +42,7 @@ def seed_repository(url: str, token: str, source: Path, message: str, branch: st
     env = git_env(token, ca_file)
     work = Path(tempfile.mkdtemp(prefix="seed-"))
     try:
-        remote = url
-        heads = subprocess.run(["git", "ls-remote", "--heads", remote], env=env, capture_output=True, text=True)
+        heads = subprocess.run(["git", "ls-remote", "--heads", url], env=env, capture_output=True, text=True)
         if heads.returncode != 0:
             raise SeedError(f"cannot reach {url}: {heads.stderr.strip().replace(token, '****')}")
         if heads.stdout.strip():
@@ -53,7 +52,7 @@ def seed_repository(url: str, token: str, source: Path, message: str, branch: st
         _git(["-c", "user.name=gitops-lab deploy", "-c", "user.email=deploy@gitops-lab.invalid", "add", "-A"], work, env, token)
         _git(["-c", "user.name=gitops-lab deploy", "-c", "user.email=deploy@gitops-lab.invalid", "commit", "-qm", message],
              work, env, token)
-        _git(["push", "-q", remote, f"HEAD:{branch}"], work, env, token)
+        _git(["push", "-q", url, f"HEAD:{branch}"], work, env, token)
         return True
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -146,17 +146,17 @@ class Settings:
     storage_class: str
     kubernetes_version: str
     online_boutique_version: str
-    artifacts: dict[str, dict[str, str]] = field(default_factory=dict)
-    artifact_mirror: str = ""
-    state_dir: str = "state"
-    gitlab_version: str = "19.6.0"
-    gitlab_runner_version: str = "19.6.0"
-    gitlab_package_source: str = ""
-    gitlab_puma_workers: int = 0
-    gitlab_sidekiq_concurrency: int = 10
-    gitlab_backup_keep_days: int = 7
-    disable_swap: bool = True
-    gitlab_prometheus: bool = False
+    artifacts: dict[str, dict[str, str]]
+    artifact_mirror: str
+    state_dir: str
+    gitlab_version: str
+    gitlab_runner_version: str
+    gitlab_package_source: str
+    gitlab_puma_workers: int
+    gitlab_sidekiq_concurrency: int
+    gitlab_backup_keep_days: int
+    disable_swap: bool
+    gitlab_prometheus: bool
 
     def node(self, name: str) -> Node:
         for n in self.nodes:

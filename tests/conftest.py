@@ -53,6 +53,14 @@ def sandbox_settings():
     return load_settings(load_inventory(REPO / "inventories" / "sandbox.py"))
 
 
+@pytest.fixture(scope="session")
+def sandbox_gitops_repo(sandbox_settings, tmp_path_factory):
+    """The gitops repository rendered for the sandbox (tests that only read it share one rendering)."""
+    from tasks.gitops_repo import render_gitops_repo
+
+    return render_gitops_repo(sandbox_settings, tmp_path_factory.mktemp("gitops") / "repo", "a" * 40)
+
+
 # ------------------------------------------------------------------------------------------- the lab
 
 LAB_TOOL = REPO / "tests" / "lab" / "lab.py"
@@ -78,7 +86,7 @@ def run_lab(*args: str, timeout: int = 900):
 
 
 @pytest.fixture(scope="session")
-def lab():
+def lab(sandbox_settings):
     """Fresh lab hosts for the session (torn down at the end, also on failure; KEEP_LAB=1 keeps them).
 
     Without root or the lab tools the lab tests are skipped with the reason, except where REQUIRE_LAB=1
@@ -96,9 +104,7 @@ def lab():
     TIMINGS["lab up (fresh hosts, cached base image)"] = time.monotonic() - started
     print(up.stdout, up.stderr)
     assert up.returncode == 0, up.stdout + up.stderr
-    from tasks.settings import load_settings
-
-    yield load_settings(load_inventory(REPO / "inventories" / "sandbox.py"))
+    yield sandbox_settings
     if os.environ.get("KEEP_LAB") == "1":
         return
     down = run_lab("down")

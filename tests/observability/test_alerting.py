@@ -21,9 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.gitops_repo import render_gitops_repo
-from tasks.settings import load_settings
-from tests.conftest import REPO, load_inventory, unavailable
+from tests.conftest import REPO, unavailable
 from tests.observability.stack import alertmanager_config, write_rules_file
 from tests.tools import ToolUnavailable, go_tool
 
@@ -31,9 +29,8 @@ DEBIAN = {"promtool": "/usr/bin/promtool", "prometheus": "/usr/bin/prometheus"}
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    settings = load_settings(load_inventory(REPO / "inventories" / "sandbox.py"))
-    return render_gitops_repo(settings, tmp_path_factory.mktemp("obs") / "repo", "a" * 40)
+def repo(sandbox_gitops_repo):
+    return sandbox_gitops_repo
 
 
 def built(name: str) -> Path:

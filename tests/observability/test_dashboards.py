@@ -9,9 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from tasks.gitops_repo import render_gitops_repo
-from tasks.settings import load_settings
-from tests.conftest import REPO, load_inventory
+from tests.conftest import REPO
 from tests.observability.stack import dashboards, prometheus_rule
 from tests.observability.test_alerting import debian
 from tests.validation import gitops
@@ -51,9 +49,8 @@ GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$namespace": "boutique-prod"}
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    settings = load_settings(load_inventory(REPO / "inventories" / "sandbox.py"))
-    return render_gitops_repo(settings, tmp_path_factory.mktemp("dash") / "repo", "b" * 40)
+def repo(sandbox_gitops_repo):
+    return sandbox_gitops_repo
 
 
 @pytest.fixture(scope="module")

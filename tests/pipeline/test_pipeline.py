@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from tasks.gitops_repo import gitops_repo_url, registry_path, render_gitops_repo
-from tasks.settings import load_settings
-from tests.conftest import REPO, load_inventory, unavailable
+from tests.conftest import REPO, unavailable
 from tests.pipeline.git_http import GitHttpServer
 from tests.validation import gitops
 
@@ -35,8 +34,8 @@ def git(*args: str, cwd: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def settings():
-    return load_settings(load_inventory(REPO / "inventories" / "sandbox.py"))
+def settings(sandbox_settings):
+    return sandbox_settings
 
 
 @pytest.fixture

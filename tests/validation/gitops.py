@@ -215,7 +215,7 @@ def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
 
 
-def env_value(objects: list[dict], container: dict, var: dict) -> str | None:
+def env_value(objects: list[dict], var: dict) -> str | None:
     if "value" in var:
         return var["value"]
     ref = var.get("valueFrom", {}).get("configMapKeyRef")
@@ -249,7 +249,7 @@ def calls(objects: list[dict]) -> tuple[list[tuple[str, str, int]], list[str]]:
             for var in c.get("env", []):
                 if not var["name"].endswith("_ADDR") or var["name"] in UNDEPLOYED_ADDRESSES:
                     continue
-                value = env_value(objects, c, var)
+                value = env_value(objects, var)
                 where = f"{name_of(d)}: {var['name']}={value}"
                 if not value or ":" not in value:
                     problems.append(f"{where} is not host:port")
