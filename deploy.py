@@ -7,7 +7,7 @@ work with --limit platform | control_plane | worker.
 
 from pyinfra import host, state
 
-from tasks import foundation, phases, platform
+from tasks import containerd, foundation, kubernetes, phases, platform
 from tasks.settings import load_settings
 
 settings = load_settings(state.inventory)
@@ -30,9 +30,32 @@ if node.has_role("platform"):
     platform.configure_runner(settings, node, platform.state_secret(settings.state_path, "runner-token"))
 phases.barrier("phase 1: platform")
 
-# ---- Phases 2-7: not part of this codebase yet -------------------------------------------------------
+# ---- Phase 2: the Kubernetes nodes: runtime and binaries, kubeadm init, then the workers join ----------
+is_node = node.has_role("control_plane") or node.has_role("worker")
+control_plane_host = state.inventory.get_host(settings.control_plane.name)
+if is_node:
+    containerd.deploy_runtime(settings, lab_secrets)
+    kubernetes.enable_kubelet(kubernetes.install(settings))
+if node.has_role("control_plane"):
+    kubernetes.configure_control_plane(settings)
+    if kubernetes.init_control_plane(settings):
+        kubernetes.fetch_admin_kubeconfig(settings)
+phases.barrier("phase 2: control plane initialised")
+if node.has_role("control_plane") and kubernetes.cluster_blocker(settings, host) is None:
+    workers = [h for h in active_hosts if settings.node(h.name).has_role("worker")]
+    kubernetes.create_join_ticket(settings, kubernetes.workers_to_join(workers))
+phases.barrier("phase 2: join token ready")
+if node.has_role("worker"):
+    if control_plane_host not in active_hosts:
+        phases.announce_once("join-limit", "    kubeadm join skipped: the control plane is not part of this run "
+                             "(--limit); the join token is made there, so include it to join new workers")
+    elif kubernetes.cluster_blocker(settings, control_plane_host) is None:
+        kubernetes.join_worker(settings, node)
+phases.barrier("phase 2: nodes")
+
+# ---- Phases 3-7: not part of this run yet ---------------------------------------------------------------
 phases.announce_once(
     "later-phases",
-    "    phases 2-7 (the kubeadm cluster, Argo CD install, CI/CD runs, load tests) are not deployed by this "
-    "run yet; the gitops repo, pipeline and monitoring they use are built and tested. See the README's status table.",
+    "    phases 3-7 (CNI and storage, Argo CD install, CI/CD runs, load tests) are not deployed by this run yet; "
+    "the gitops repo, pipeline and monitoring they use are built and tested. See the README's status table.",
 )

@@ -33,15 +33,48 @@ kube_proxy_mode = "iptables"  # iptables | ipvs | nftables
 storage_class = "local-path"  # local-path | nfs (NFS server on the platform host)
 
 # --- versions (bump deliberately; the README says how)
-kubernetes_version = "1.37.0"
+kubernetes_version = "1.37.2"
 online_boutique_version = "v0.10.6"
+# The pod sandbox image kubeadm 1.37 expects (cmd/kubeadm/app/constants: PauseVersion).
+pause_image = "registry.k8s.io/pause:3.10.2"
 
-# Every file the deploy downloads: name -> version, sha256 and upstream URL ({version} is filled in).
-# Phase 0 downloads nothing; the cluster phase adds containerd, runc, the CNI plugins and the Kubernetes
-# binaries here, each with the sha256 published with its release.
-artifacts = {}
+# Every file the deploy downloads: name -> version, sha256 and upstream URL ({version} is filled in), and
+# where its release publishes the checksum. The sha256 values are empty in a fresh clone because they could
+# not be fetched where this codebase was written: `python3 tools/pin_artifacts.py` reads each published
+# checksum file and writes it here (the deploy refuses to start while one is empty).
+# kubeadm, kubelet and kubectl come as release binaries, not from pkgs.k8s.io: the same files can be
+# mirrored for an air-gapped lab with the same checksums, and nothing upgrades them behind your back
+# (the apt way needs `apt-mark hold` for that).
+_GITHUB = "https://github.com"
+_K8S = "https://dl.k8s.io/release/v{version}/bin/linux/amd64"
+artifacts = {
+    "containerd": {"version": "2.3.7", "sha256": "",
+                   "url": _GITHUB + "/containerd/containerd/releases/download/v{version}/containerd-{version}-linux-amd64.tar.gz",
+                   "checksums": "{url}.sha256sum"},
+    "runc": {"version": "1.5.2", "sha256": "",
+             "url": _GITHUB + "/opencontainers/runc/releases/download/v{version}/runc.amd64",
+             "checksums": _GITHUB + "/opencontainers/runc/releases/download/v{version}/runc.sha256sum"},
+    "cni-plugins": {"version": "1.9.1", "sha256": "",
+                    "url": _GITHUB + "/containernetworking/plugins/releases/download/v{version}/cni-plugins-linux-amd64-v{version}.tgz",
+                    "checksums": "{url}.sha256"},
+    "kubeadm": {"version": "1.37.2", "sha256": "", "url": _K8S + "/kubeadm", "checksums": "{url}.sha256"},
+    "kubelet": {"version": "1.37.2", "sha256": "", "url": _K8S + "/kubelet", "checksums": "{url}.sha256"},
+    "kubectl": {"version": "1.37.2", "sha256": "", "url": _K8S + "/kubectl", "checksums": "{url}.sha256"},
+}
 # Base URL of a local mirror with the same layout as upstream (air-gapped installs); "" = upstream.
 artifact_mirror = ""
+# Registries containerd pulls from through a mirror first, e.g. {"registry.k8s.io": "http://mirror.lab:5000"}.
+image_registry_mirrors = {}
+
+# --- the Kubernetes API: a stable address for kubeconfigs and certificates
+# "" = the control-plane host's name and port 6443. Set a DNS name (or a VIP) to move the API later
+# without reissuing every kubeconfig.
+control_plane_endpoint = ""
+api_server_extra_sans = []
+# Kubernetes 1.35+ kubelets refuse cgroup v1 hosts. Debian 12 boots cgroup v2; set False only for an
+# old host that still runs cgroup v1 (the kubelet then warns instead).
+kubelet_fail_cgroup_v1 = True
+node_ready_timeout_s = 600
 
 # --- platform host: GitLab CE and GitLab Runner from GitLab's official package repositories.
 # Versions are the November 2026 minor releases; check the release notes and bump deliberately.

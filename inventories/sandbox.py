@@ -4,7 +4,9 @@ Same roles and host names as inventories/lab.py, on the private lab bridge 198.5
 itself is .1). The lab tool reads this file to know which machines to create, so the two never disagree.
 """
 
+import json
 import os
+from pathlib import Path
 
 from tasks.inventory import node
 
@@ -28,6 +30,13 @@ worker = [
     node("k8s-worker2", "198.51.100.13", **_ssh),
 ]
 
+# The artifact mirror the lab tool serves on the bridge (built by `make mirror`). Its files are built from
+# source, so their sha256s are the mirror's own (artifacts.json), not upstream's.
+MIRROR_DIR = Path(os.environ.get("LAB_MIRROR_DIR", Path(os.environ.get(
+    "GITOPS_LAB_CACHE", Path.home() / ".cache" / "gitops-lab")) / "mirror"))
+_mirror_pins = MIRROR_DIR / "artifacts.json"
+_artifacts = {"artifacts": json.loads(_mirror_pins.read_text())} if _mirror_pins.exists() else {}
+
 # Group-wide overrides for the sandbox: the lab network instead of the example 192.168.10.0/24.
 sandbox = (
     [name for name, _ in platform + control_plane + worker],
@@ -37,5 +46,7 @@ sandbox = (
         "state_dir": "state/sandbox",
         # No package source is reachable from the lab: GitLab and the runner are skipped, with the reason.
         "gitlab_package_source": "",
+        "artifact_mirror": "http://198.51.100.1:8088",
+        **_artifacts,
     },
 )

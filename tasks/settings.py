@@ -85,6 +85,12 @@ SCHEMA: dict[str, Key] = {
     "online_boutique_version": Key("cluster", str, "Online Boutique tag imported into app-repo"),
     "artifacts": Key("cluster", dict, "downloads: name -> {version, sha256, url}"),
     "artifact_mirror": Key("cluster", str, "base URL every download is fetched from instead of upstream ('' = upstream)"),
+    "image_registry_mirrors": Key("cluster", dict, "container registry -> mirror URL containerd pulls from first"),
+    "pause_image": Key("cluster", str, "pod sandbox image of containerd (match the Kubernetes release)"),
+    "control_plane_endpoint": Key("cluster", str, "stable API address host[:port] ('' = the control-plane host)"),
+    "api_server_extra_sans": Key("cluster", list, "extra names/addresses in the API server certificate"),
+    "kubelet_fail_cgroup_v1": Key("cluster", bool, "kubelet refuses cgroup v1 hosts (Kubernetes 1.35+ default)"),
+    "node_ready_timeout_s": Key("cluster", int, "how long the deploy waits for every node to be Ready"),
     # platform host
     "state_dir": Key("cluster", str, "local folder for generated secrets of this inventory (git-ignored, 0700)"),
     "gitlab_version": Key("cluster", str, "GitLab CE package version (X.Y.Z)"),
@@ -148,6 +154,12 @@ class Settings:
     online_boutique_version: str
     artifacts: dict[str, dict[str, str]]
     artifact_mirror: str
+    image_registry_mirrors: dict[str, str]
+    pause_image: str
+    control_plane_endpoint: str
+    api_server_extra_sans: tuple[str, ...]
+    kubelet_fail_cgroup_v1: bool
+    node_ready_timeout_s: int
     state_dir: str
     gitlab_version: str
     gitlab_runner_version: str
@@ -242,7 +254,7 @@ def build_settings(datas: dict[str, dict[str, Any]], roles: dict[str, tuple[str,
         grafana_host=_domain(cluster, "grafana_host"),
         ingress_class=_label(cluster, "ingress_class"),
         node_network=_network(cluster, "node_network"),
-        ntp_upstream_servers=tuple(_str_list(cluster, "ntp_upstream_servers")),
+        ntp_upstream_servers=tuple(_str_list(cluster, "ntp_upstream_servers", allow_empty=True)),
         ntp_local_stratum=_int_range(cluster, "ntp_local_stratum", 0, 15),
         pod_cidr=_network(cluster, "pod_cidr"),
         service_cidr=_network(cluster, "service_cidr"),
@@ -254,6 +266,12 @@ def build_settings(datas: dict[str, dict[str, Any]], roles: dict[str, tuple[str,
         online_boutique_version=_version(cluster, "online_boutique_version"),
         artifacts=_artifacts(cluster),
         artifact_mirror=_mirror(cluster),
+        image_registry_mirrors=_registry_mirrors(cluster),
+        pause_image=_image(cluster, "pause_image"),
+        control_plane_endpoint=_endpoint(cluster, "control_plane_endpoint"),
+        api_server_extra_sans=tuple(_str_list(cluster, "api_server_extra_sans", allow_empty=True)),
+        kubelet_fail_cgroup_v1=_required(cluster, "kubelet_fail_cgroup_v1"),
+        node_ready_timeout_s=_int_range(cluster, "node_ready_timeout_s", 30, 3600),
         state_dir=_required(cluster, "state_dir"),
         gitlab_version=_version(cluster, "gitlab_version"),
         gitlab_runner_version=_version(cluster, "gitlab_runner_version"),
@@ -268,6 +286,7 @@ def build_settings(datas: dict[str, dict[str, Any]], roles: dict[str, tuple[str,
     _check_names_and_addresses(settings)
     _check_networks(settings)
     _check_time(settings)
+    _check_kubernetes_artifacts(settings)
     return settings
 
 
@@ -401,8 +420,10 @@ def _int_range(values: dict[str, Any], key: str, low: int, high: int) -> int:
     return value
 
 
-def _str_list(values: dict[str, Any], key: str) -> list[str]:
+def _str_list(values: dict[str, Any], key: str, allow_empty: bool = False) -> list[str]:
     value = _required(values, key)
+    if not value and not allow_empty:
+        raise SettingsError(key, "is empty", "list at least one entry")
     if not all(isinstance(v, str) and v for v in value):
         raise SettingsError(key, f"{value!r} must be a list of names", 'write it like ["0.debian.pool.ntp.org"]')
     return value
@@ -424,7 +445,12 @@ def _artifacts(values: dict[str, Any]) -> dict[str, dict[str, str]]:
         if not _VERSION.match(str(spec["version"])):
             raise SettingsError(f"{key}.version", f"{spec['version']!r} is not a full version",
                                 "write all three parts, e.g. 2.3.1")
-        if not _SHA256.match(str(spec["sha256"])):
+        try:
+            spec["url"].format(version=spec["version"])
+        except (KeyError, IndexError, ValueError):
+            raise SettingsError(f"{key}.url", f"{spec['url']!r} has a placeholder other than {{version}}",
+                                "use {version} only, e.g. https://example.org/v{version}/tool.tar.gz") from None
+        if spec["sha256"] != "" and not _SHA256.match(str(spec["sha256"])):
             raise SettingsError(f"{key}.sha256", f"{spec['sha256']!r} is not a sha256",
                                 "use the 64 lower-case hex digits published with the release (sha256sum FILE)")
     return {name: dict(spec) for name, spec in artifacts.items()}
@@ -440,6 +466,39 @@ def _url(values: dict[str, Any], key: str) -> str:
 
 def _mirror(values: dict[str, Any]) -> str:
     return _url(values, "artifact_mirror")
+
+
+_IMAGE = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)+:[A-Za-z0-9._-]+$")
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(?::\d{1,5})?$")
+
+
+def _registry_mirrors(values: dict[str, Any]) -> dict[str, str]:
+    mirrors = _required(values, "image_registry_mirrors")
+    for registry, mirror in mirrors.items():
+        key = f"image_registry_mirrors.{registry}"
+        if not isinstance(registry, str) or not _HOST_PORT.match(registry):
+            raise SettingsError(key, f"{registry!r} is not a registry host name",
+                                'use the registry as images name it, e.g. "registry.k8s.io" or "docker.io"')
+        if not isinstance(mirror, str) or not mirror:
+            raise SettingsError(key, "has no mirror URL", 'write it like "http://mirror.lab:5000"')
+        _url({key: mirror}, key)
+    return {registry: mirror.rstrip("/") for registry, mirror in mirrors.items()}
+
+
+def _image(values: dict[str, Any], key: str) -> str:
+    value = _required(values, key)
+    if not _IMAGE.match(value):
+        raise SettingsError(key, f"{value!r} is not an image reference with a tag",
+                            "write it like registry.k8s.io/pause:3.10.1")
+    return value
+
+
+def _endpoint(values: dict[str, Any], key: str) -> str:
+    value = _required(values, key)
+    if value and not _HOST_PORT.match(value):
+        raise SettingsError(key, f"{value!r} is not host[:port]",
+                            "write a DNS name or address, optionally with :6443, or '' for the control-plane host")
+    return value
 
 
 # ------------------------------------------------------------------------------------------ lab-wide rules
@@ -535,6 +594,33 @@ def _check_time(s: Settings) -> None:
 # ------------------------------------------------------------------------------------------- CLI hook
 
 
+KUBERNETES_BINARIES = ("kubeadm", "kubelet", "kubectl")
+# What each phase downloads; a missing entry would only fail halfway through the deploy.
+REQUIRED_ARTIFACTS = ("containerd", "runc", "cni-plugins", *KUBERNETES_BINARIES)
+
+
+def _check_kubernetes_artifacts(s: Settings) -> None:
+    for name in REQUIRED_ARTIFACTS:
+        if name not in s.artifacts:
+            raise SettingsError(f"artifacts.{name}", "is missing", "copy its entry from group_data/all.py of this repo")
+    for name in KUBERNETES_BINARIES:
+        if s.artifacts[name]["version"].lstrip("v") != s.kubernetes_version.lstrip("v"):
+            raise SettingsError(f"artifacts.{name}.version",
+                                f"{s.artifacts[name]['version']} differs from kubernetes_version {s.kubernetes_version}",
+                                "bump them together (and pin the new sha256s)")
+
+
+def require_pinned_artifacts(settings: Settings) -> None:
+    """A deploy never downloads an unpinned file. group_data ships versions and URLs; the sha256 of each
+    upstream release file is filled in by tools/pin_artifacts.py (or by hand) before the first deploy."""
+    for name, spec in settings.artifacts.items():
+        if not spec["sha256"]:
+            raise SettingsError(
+                f"artifacts.{name}.sha256", f"{name} {spec['version']} is not pinned yet",
+                "run `python3 tools/pin_artifacts.py` on a machine that reaches the release sites (it writes every "
+                "sha256 into group_data/all.py), or copy the published checksum by hand (README: Pinning artifacts)")
+
+
 def validate_before_connect(state: Any, on_error: Callable[[str], Exception]) -> None:
     """Make the pyinfra CLI validate the whole inventory before its first connection.
 
@@ -546,7 +632,7 @@ def validate_before_connect(state: Any, on_error: Callable[[str], Exception]) ->
 
     def init_then_validate(inventory: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            load_settings(inventory)
+            require_pinned_artifacts(load_settings(inventory))
         except SettingsError as exc:
             raise on_error(str(exc)) from None
         return original_init(inventory, *args, **kwargs)

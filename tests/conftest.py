@@ -48,9 +48,10 @@ def load_inventory(path: str | Path, env: dict[str, str] | None = None):
 
 @pytest.fixture(scope="session")
 def sandbox_settings():
+    """The sandbox's settings with group_data's artifacts (not the local mirror's, which may not exist)."""
     from tasks.settings import load_settings
 
-    return load_settings(load_inventory(REPO / "inventories" / "sandbox.py"))
+    return load_settings(load_inventory(REPO / "inventories" / "sandbox.py", {"LAB_MIRROR_DIR": "/nonexistent"}))
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +87,40 @@ def run_lab(*args: str, timeout: int = 900):
 
 
 @pytest.fixture(scope="session")
-def lab(sandbox_settings):
+def artifact_mirror():
+    """(mirror folder, artifacts in group_data's format): built from source through the Go module proxy
+    (cached), served to the lab hosts by the lab tool."""
+    from tests.mirror.build_mirror import TIMES, build_mirror
+    from tests.tools import BUILD_TIMES, CACHE, ToolUnavailable
+
+    try:
+        artifacts = build_mirror(CACHE / "mirror")
+    except ToolUnavailable as exc:
+        unavailable(str(exc))
+    BUILD_TIMES.update(TIMES)
+    return CACHE / "mirror", artifacts
+
+
+@pytest.fixture(scope="session")
+def kube_api(tmp_path_factory):
+    """A real control plane on loopback (etcd, kube-apiserver, kube-controller-manager at the cluster's
+    release, built from source and cached): yields it; `.kubeconfig` is its admin kubeconfig."""
+    import time
+
+    from tests.kube.control_plane import ControlPlane
+    from tests.tools import ToolUnavailable
+
+    workdir = tmp_path_factory.mktemp("control-plane")
+    try:
+        with ControlPlane(workdir) as control_plane:
+            TIMINGS["control plane start (etcd + kube-apiserver ready)"] = control_plane.started_in_s
+            yield control_plane
+    except ToolUnavailable as exc:
+        unavailable(str(exc))
+
+
+@pytest.fixture(scope="session")
+def lab(sandbox_settings, artifact_mirror):
     """Fresh lab hosts for the session (torn down at the end, also on failure; KEEP_LAB=1 keeps them).
 
     Without root or the lab tools the lab tests are skipped with the reason, except where REQUIRE_LAB=1

@@ -98,3 +98,54 @@ def _build_from_source(name: str, module: str, version: str, package: str, place
     _run([_go(), "build", "-o", str(binary), package], env, cwd=src)
     BUILD_TIMES[f"build {name} {version}"] = time.monotonic() - started
     return binary
+
+
+# Kubernetes components at one release, built from tests/kube/go.mod (k8s.io/kubernetes plus each staging
+# module at its published tag; etcd from go.etcd.io). The version is stamped as release builds do it, so
+# `kubeadm version` and the API server's /version report the release, not v0.0.0.
+KUBE_MODULE_DIR = Path(__file__).resolve().parent / "kube"
+KUBE_COMMANDS = {
+    "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+    "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+    "kubeadm": "k8s.io/kubernetes/cmd/kubeadm",
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+    "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    "etcd": "go.etcd.io/etcd/server/v3",
+}
+
+
+def kube_version() -> str:
+    """The k8s.io/kubernetes version tests/kube/go.mod requires (e.g. v1.37.2)."""
+    for line in (KUBE_MODULE_DIR / "go.mod").read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == "k8s.io/kubernetes":
+            return fields[1]
+    raise ToolUnavailable("tests/kube/go.mod does not require k8s.io/kubernetes")
+
+
+def kube_build(names: list[str]) -> dict[str, Path]:
+    """Paths of the named components (KUBE_COMMANDS). A missing one is built together with every other
+    missing component in one `go build`: they share most packages, so one build is much cheaper than several."""
+    version = kube_version()
+    out = CACHE / "bin" / f"kubernetes-{version}"
+    wanted = {name: out / name for name in names}
+    missing = [name for name in KUBE_COMMANDS if not (out / name).exists()] if any(
+        not path.exists() for path in wanted.values()) else []
+    if missing:
+        major, minor = version.lstrip("v").split(".")[:2]
+        stamp = " ".join(f"-X k8s.io/component-base/version.{k}={v}" for k, v in {
+            "gitVersion": version, "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean",
+            "buildDate": "1970-01-01T00:00:00Z"}.items())
+        started = time.monotonic()
+        build_dir = CACHE / "kube-build"
+        build_dir.mkdir(parents=True, exist_ok=True)
+        _run([_go(), "build", "-ldflags", f"-s -w {stamp}", "-o", str(build_dir) + "/",
+              *[KUBE_COMMANDS[n] for n in missing]], go_env(), cwd=KUBE_MODULE_DIR)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in missing:
+            # go build names a binary after its package path, skipping a major-version suffix (/v3)
+            parts = KUBE_COMMANDS[name].split("/")
+            built = parts[-2] if parts[-1][0] == "v" and parts[-1][1:].isdigit() else parts[-1]
+            (build_dir / built).rename(out / name)
+        BUILD_TIMES[f"build {', '.join(missing)} {version}"] = time.monotonic() - started
+    return wanted

@@ -38,6 +38,9 @@ BRIDGE = "lab0"
 BRIDGE_NET = ipaddress.ip_network("198.51.100.0/24")
 BRIDGE_ADDR = "198.51.100.1"
 APT_PROXY_PORT = 3142
+# The artifact mirror (tests/mirror/build_mirror.py) is served to the hosts here; inventories/sandbox.py
+# points artifact_mirror at it and names its folder (MIRROR_DIR).
+MIRROR_PORT = 8088
 DEBIAN_MIRROR = os.environ.get("LAB_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 SUITE = "bookworm"
 BASE_PACKAGES = [
@@ -121,10 +124,14 @@ def run(cmd: list[str], check: bool = True, quiet: bool = False, **kw) -> subpro
     return proc
 
 
+def sandbox_inventory() -> dict:
+    sys.path.insert(0, str(REPO))
+    return runpy.run_path(str(REPO / "inventories" / "sandbox.py"))
+
+
 def sandbox_hosts() -> list[LabHost]:
     """The machines to create: every host of inventories/sandbox.py, so the two never disagree."""
-    sys.path.insert(0, str(REPO))
-    inv = runpy.run_path(str(REPO / "inventories" / "sandbox.py"))
+    inv = sandbox_inventory()
     hosts: dict[str, LabHost] = {}
     for group in ("platform", "control_plane", "worker"):
         for name, data in inv.get(group, []):
@@ -293,6 +300,30 @@ def apt_proxy_up() -> None:
             break
         time.sleep(0.1)
     raise LabError(f"apt-cacher-ng did not start on {BRIDGE_ADDR}:{APT_PROXY_PORT}; see {base / 'out.log'}")
+
+
+def mirror_up() -> None:
+    """Serve MIRROR_DIR read-only on the bridge address (only the lab hosts can reach it)."""
+    mirror_dir = sandbox_inventory()["MIRROR_DIR"]
+    pid_file = LAB_DIR / "mirror.pid"
+    if pid_alive(pid_file, "http.server") and port_open(BRIDGE_ADDR, MIRROR_PORT):
+        return
+    if not (mirror_dir / "artifacts.json").exists():
+        log(f"artifact mirror not served: {mirror_dir} has no artifacts.json (build it: make mirror)")
+        return
+    out = open(LAB_DIR / "mirror.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", BRIDGE_ADDR, "--directory", str(mirror_dir), str(MIRROR_PORT)],
+        stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+    )
+    pid_file.write_text(str(proc.pid))
+    for _ in range(50):
+        if port_open(BRIDGE_ADDR, MIRROR_PORT):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise LabError(f"the mirror server did not start on {BRIDGE_ADDR}:{MIRROR_PORT}; see {LAB_DIR / 'mirror.log'}")
 
 
 def stop_pid(pid_file: Path, must_contain: str, label: str, wait: float = STOP_WAIT_SECONDS) -> None:
@@ -464,6 +495,7 @@ def up() -> None:
     rootfs = ensure_rootfs()
     bridge_up()
     apt_proxy_up()
+    mirror_up()
     booted = []
     for host in hosts:
         if host_running(host):
@@ -560,6 +592,7 @@ def down() -> None:
     for host in hosts:
         cleanup_host(host)
     stop_pid(LAB_DIR / "acng" / "pid", "apt-cacher-ng", "apt-cacher-ng")
+    stop_pid(LAB_DIR / "mirror.pid", "http.server", "mirror server")
     if link_exists(BRIDGE):
         run(["ip", "link", "del", BRIDGE], check=False)
     leftovers = leftover_report()
@@ -602,7 +635,9 @@ def status() -> int:
         print(f"{host.name:<13} {host.address:<15} {'running' if running else 'stopped':<9} "
               f"{'ok' if ssh else '-':<5} {state}")
     proxy = "up" if pid_alive(LAB_DIR / "acng" / "pid", "apt-cacher-ng") else "down"
-    print(f"bridge {BRIDGE}: {'up' if link_exists(BRIDGE) else 'absent'}; apt proxy: {proxy}")
+    mirror = "up" if pid_alive(LAB_DIR / "mirror.pid", "http.server") else "down"
+    print(f"bridge {BRIDGE}: {'up' if link_exists(BRIDGE) else 'absent'}; apt proxy: {proxy}; "
+          f"artifact mirror: {mirror}")
     return 0 if all_ok else 1
 
 

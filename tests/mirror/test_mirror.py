@@ -1,62 +1,122 @@
-"""The local artifact mirror: upstream's archive names, paths and layout, checksums that match, binaries that run."""
+"""The local artifact mirror: upstream's archive names, paths, layout and checksum files, binaries that run;
+and tools/pin_artifacts.py reading the checksums from it over HTTP."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
+import shutil
 import subprocess
 import tarfile
+import threading
 
 import pytest
 
-from tests.conftest import unavailable
-from tests.mirror.build_mirror import TIMES, build_mirror
-from tests.tools import CACHE, ToolUnavailable
+from tasks.artifacts import mirror_path
+from tests.mirror.build_mirror import build_mirror, group_data_artifacts
+from tools import pin_artifacts
 
 
-@pytest.fixture(scope="module")
-def mirror():
-    from tests.tools import BUILD_TIMES
+@pytest.fixture(scope="session")
+def mirror(artifact_mirror):
+    return artifact_mirror
 
-    try:
-        artifacts = build_mirror(CACHE / "mirror")
-    except ToolUnavailable as exc:
-        unavailable(str(exc))
-    BUILD_TIMES.update(TIMES)
-    return CACHE / "mirror", {a.name: a for a in artifacts}
+
+def path_of(spec: dict) -> str:
+    return mirror_path(spec["url"].format(version=spec["version"]))
+
+
+def test_every_group_data_artifact_is_built_at_its_version(mirror):
+    _, artifacts = mirror
+    pinned = group_data_artifacts()
+    assert set(artifacts) == set(pinned)
+    assert {n: a["version"] for n, a in artifacts.items()} == {n: a["version"] for n, a in pinned.items()}
 
 
 def test_paths_match_the_upstream_release_urls(mirror):
     _, artifacts = mirror
-    assert artifacts["containerd"].path == \
-        "containerd/containerd/releases/download/v2.3.7/containerd-2.3.7-linux-amd64.tar.gz"
-    assert artifacts["runc"].path == "opencontainers/runc/releases/download/v1.5.2/runc.amd64"
-    assert artifacts["cni-plugins"].path.endswith("/v1.9.1/cni-plugins-linux-amd64-v1.9.1.tgz")
+    assert path_of(artifacts["containerd"]) == \
+        "github.com/containerd/containerd/releases/download/v2.3.7/containerd-2.3.7-linux-amd64.tar.gz"
+    assert path_of(artifacts["runc"]) == "github.com/opencontainers/runc/releases/download/v1.5.2/runc.amd64"
+    assert path_of(artifacts["cni-plugins"]).endswith("/v1.9.1/cni-plugins-linux-amd64-v1.9.1.tgz")
+    assert path_of(artifacts["kubeadm"]) == "dl.k8s.io/release/v1.37.2/bin/linux/amd64/kubeadm"
 
 
-def test_checksum_files_match_the_archives(mirror):
+def test_checksum_files_match_the_files_in_upstreams_formats(mirror):
     root, artifacts = mirror
-    for artifact in artifacts.values():
-        data = (root / artifact.path).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == artifact.sha256
-        assert (root / f"{artifact.path}.sha256").read_text().split()[0] == artifact.sha256
+    for name, spec in artifacts.items():
+        assert hashlib.sha256((root / path_of(spec)).read_bytes()).hexdigest() == spec["sha256"]
+        url, file_name = pin_artifacts.checksum_url(spec, "")
+        text = (root / mirror_path(url)).read_text()
+        assert pin_artifacts.parse_checksum(text, file_name) == spec["sha256"], name
+    assert (root / "dl.k8s.io/release/v1.37.2/bin/linux/amd64/kubelet.sha256").read_text().strip() == \
+        artifacts["kubelet"]["sha256"]  # dl.k8s.io: the bare hash
+    assert (root / "github.com/opencontainers/runc/releases/download/v1.5.2/runc.sha256sum").read_text() == \
+        f"{artifacts['runc']['sha256']}  runc.amd64\n"
 
 
 def test_archives_have_upstreams_layout_and_the_binaries_run(mirror, tmp_path):
     root, artifacts = mirror
-    with tarfile.open(root / artifacts["containerd"].path) as tar:
+    with tarfile.open(root / path_of(artifacts["containerd"])) as tar:
         assert sorted(tar.getnames()) == ["bin/containerd", "bin/containerd-shim-runc-v2", "bin/ctr"]
         tar.extractall(tmp_path / "containerd")
-    with tarfile.open(root / artifacts["cni-plugins"].path) as tar:
+    with tarfile.open(root / path_of(artifacts["cni-plugins"])) as tar:
         assert {"./bridge", "./host-local", "./loopback", "./portmap"} <= set(tar.getnames())
     assert "containerd" in subprocess.run([str(tmp_path / "containerd/bin/containerd"), "--help"],
                                           capture_output=True, text=True).stdout
-    runc = root / artifacts["runc"].path
-    runc.chmod(0o755)
-    version = subprocess.run([str(runc), "--version"], capture_output=True, text=True).stdout
-    assert "seccomp" in version.lower() or "runc version" in version
+    for name in ("runc", "kubeadm", "kubectl"):
+        binary = tmp_path / name
+        shutil.copyfile(root / path_of(artifacts[name]), binary)
+        binary.chmod(0o755)
+        flag = ["version", "-o", "short"] if name == "kubeadm" else ["version", "--client"] if name == "kubectl" \
+            else ["--version"]
+        output = subprocess.run([str(binary), *flag], capture_output=True, text=True).stdout
+        expected = "runc version 1.5.2" if name == "runc" else "v1.37.2"
+        assert expected in output, f"{name}: {output}"
 
 
 def test_a_rebuild_reuses_the_cache_and_gives_the_same_checksums(mirror):
     root, artifacts = mirror
-    again = {a.name: a for a in build_mirror(root)}
-    assert {n: a.sha256 for n, a in again.items()} == {n: a.sha256 for n, a in artifacts.items()}
+    again = build_mirror(root)
+    assert {n: a["sha256"] for n, a in again.items()} == {n: a["sha256"] for n, a in artifacts.items()}
+
+
+@pytest.fixture
+def served_mirror(mirror):
+    """The mirror over HTTP on loopback, as tools/pin_artifacts.py reads a real one."""
+    root, _ = mirror
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_pin_tool_writes_every_sha256_then_finds_nothing_to_change(served_mirror, mirror, tmp_path, capsys):
+    from tests.conftest import REPO
+
+    _, artifacts = mirror
+    group_data = tmp_path / "all.py"
+    shutil.copyfile(REPO / "group_data" / "all.py", group_data)
+    assert pin_artifacts.main(["--mirror", served_mirror, "--group-data", str(group_data), "--check"]) == 1
+    assert pin_artifacts.main(["--mirror", served_mirror, "--group-data", str(group_data)]) == 0
+    import runpy
+    written = runpy.run_path(str(group_data))["artifacts"]
+    assert {n: s["sha256"] for n, s in written.items()} == {n: a["sha256"] for n, a in artifacts.items()}
+    assert pin_artifacts.main(["--mirror", served_mirror, "--group-data", str(group_data), "--check"]) == 0
+    assert "wrote 6 sha256" in capsys.readouterr().out
+
+
+def test_pin_tool_names_the_artifact_it_cannot_read(served_mirror, tmp_path, capsys):
+    from tests.conftest import REPO
+
+    group_data = tmp_path / "all.py"
+    group_data.write_text((REPO / "group_data" / "all.py").read_text().replace('"2.3.7"', '"2.3.99"'))
+    assert pin_artifacts.main(["--mirror", served_mirror, "--group-data", str(group_data)]) == 2
+    err = capsys.readouterr().err
+    assert "containerd 2.3.99: cannot read" in err and "404" in err
+    assert pin_artifacts.parse_checksum("x" * 64 + "  other.tar.gz\n" + "a" * 64 + "  *want.tgz\n", "want.tgz") == "a" * 64

@@ -16,7 +16,7 @@ LAB_DIR = Path(os.environ.get("LAB_DIR", "/var/tmp/gitops-lab"))
 def _sandbox_nodes():
     from tasks.settings import load_settings
 
-    return load_settings(load_inventory(REPO / "inventories" / "sandbox.py")).nodes
+    return load_settings(load_inventory(REPO / "inventories" / "sandbox.py", {"LAB_MIRROR_DIR": "/nonexistent"})).nodes
 
 
 NODES = _sandbox_nodes()

@@ -70,7 +70,7 @@ def test_there_is_one_fixture_per_rule_and_each_names_its_message():
 
 @pytest.mark.parametrize("inventory", ["lab.py", "sandbox.py"])
 def test_shipped_inventories_are_valid(inventory):
-    settings = load_settings(load_inventory(REPO / "inventories" / inventory))
+    settings = load_settings(load_inventory(REPO / "inventories" / inventory, {"LAB_MIRROR_DIR": "/nonexistent"}))
     assert [n.name for n in settings.with_role("platform")] == ["mini-pc"]
     assert settings.control_plane.name == "k8s-master"
     assert [n.name for n in settings.workers] == ["k8s-worker1", "k8s-worker2"]
@@ -125,22 +125,21 @@ def test_cli_with_valid_settings_does_try_to_connect(listener):
     assert "setting " not in proc.stderr
 
 
-def test_lab_inventory_against_unreachable_hosts_fails_on_connection_not_python():
-    """`pyinfra inventories/lab.py deploy.py --dry` where no host answers. The lab.py addresses are private
-    ones nobody here owns, so every host is pointed at a closed loopback port instead (--data)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
+def test_lab_inventory_refuses_to_start_until_its_downloads_are_pinned(listener):
+    """A fresh clone's group_data has versions and URLs but no sha256s (they could not be fetched where this
+    was written): `pyinfra inventories/lab.py deploy.py` stops before connecting, naming the key and the fix.
+    Every host is pointed at the test's listener (--data), so a connection attempt would be counted."""
     proc = subprocess.run(
         [PYINFRA, "-y", "--dry", "inventories/lab.py", "deploy.py", "--data", "ssh_hostname=127.0.0.1",
-         "--data", f"ssh_port={closed_port}", "--data", "ssh_connect_timeout=2"],
+         "--data", f"ssh_port={listener.port}", "--data", "ssh_connect_timeout=2"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     output = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert "Traceback" not in output and "setting " not in output
-    assert "Could not connect" in output or "Connection refused" in output, output
-    assert "No hosts remaining" in output
+    assert proc.returncode != 0 and "Traceback" not in output
+    errors = [line for line in output.splitlines() if "pyinfra error" in line]
+    assert len(errors) == 1 and "setting artifacts.containerd.sha256" in errors[0], output
+    assert "not pinned yet" in errors[0] and "tools/pin_artifacts.py" in errors[0]
+    assert listener.count == 0
 
 
 def test_every_setting_is_documented_in_the_readme():

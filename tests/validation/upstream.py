@@ -16,6 +16,8 @@ from pathlib import Path
 import requests
 import yaml
 
+from tasks.kube_client import ManifestLoader
+
 
 @dataclass(frozen=True)
 class ModuleSource:
@@ -85,11 +87,13 @@ def read_files(name: str) -> dict[str, str]:
         return {path: archive.read(prefix + path).decode() for path in source.files}
 
 
-class _CrdLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """Safe YAML loading, plus YAML 1.1's '=' value tag, which appears in an enum of Argo CD's CRD."""
+def read_file(name: str, path: str) -> str:
+    """Any file of a pinned module's tree (e.g. Argo CD's manifests/install.yaml)."""
+    source = SOURCES[name]
+    with zipfile.ZipFile(module_zip(source)) as archive:
+        return archive.read(f"{source.module}@{source.version}/{path}").decode()
 
 
-_CrdLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
 
 
 def crd_schemas() -> dict[tuple[str, str], dict]:
@@ -105,7 +109,7 @@ def crd_schemas() -> dict[tuple[str, str], dict]:
         for path, text in read_files(name).items():
             if not path.endswith(".yaml"):
                 continue
-            for crd in yaml.load_all(text, Loader=_CrdLoader):
+            for crd in yaml.load_all(text, Loader=ManifestLoader):
                 if not crd or crd.get("kind") != "CustomResourceDefinition":
                     continue
                 group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]

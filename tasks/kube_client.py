@@ -1,0 +1,265 @@
+"""The Kubernetes API from the machine that runs pyinfra, with the `kubernetes` Python client only.
+
+- `connect`: the admin kubeconfig from the state folder; a missing file, an expired client certificate,
+  an unreachable API, a TLS failure or refused credentials each end in one `ClusterError` line naming what
+  to check.
+- `Cluster.apply`: server-side apply with this project's field manager and strict field validation, so a
+  misspelt field is an error, not a silent drop. Conflicts are forced only where a caller says why.
+- `Cluster.wait_*`: waits that understand Kubernetes (CRDs Established, Deployments and DaemonSets rolled
+  out, nodes Ready), each with a deadline and a message naming the object and its last condition.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import yaml
+
+FIELD_MANAGER = "gitops-lab"
+
+
+class ClusterError(RuntimeError):
+    """One line: what failed, and what to check."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    kind: str
+    name: str
+    namespace: str | None
+    outcome: str  # created | configured | unchanged
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind} {where}{self.name} {self.outcome}"
+
+
+def _client_cert_expiry(kubeconfig: dict) -> dt.datetime | None:
+    from cryptography import x509
+
+    contexts = {c["name"]: c["context"] for c in kubeconfig.get("contexts", [])}
+    context = contexts.get(kubeconfig.get("current-context", ""), {})
+    users = {u["name"]: u.get("user", {}) for u in kubeconfig.get("users", [])}
+    data = users.get(context.get("user", ""), {}).get("client-certificate-data")
+    if not data:
+        return None
+    return x509.load_pem_x509_certificate(base64.b64decode(data)).not_valid_after_utc
+
+
+def connect(kubeconfig: Path, request_timeout: float = 10) -> "Cluster":
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError, SSLError
+
+    if not kubeconfig.exists():
+        raise ClusterError(f"no kubeconfig at {kubeconfig}: phase 2 writes it after kubeadm init; run the deploy "
+                           "with the control plane included, or check state_dir")
+    try:
+        raw = yaml.safe_load(kubeconfig.read_text()) or {}
+        expiry = _client_cert_expiry(raw)
+    except (yaml.YAMLError, ValueError, KeyError, TypeError) as exc:
+        raise ClusterError(f"{kubeconfig} is not a usable kubeconfig ({exc}): delete it and rerun phase 2") from None
+    if expiry and expiry < dt.datetime.now(dt.timezone.utc):
+        raise ClusterError(f"the client certificate in {kubeconfig} expired on {expiry:%Y-%m-%d %H:%M} UTC: run "
+                           "`kubeadm certs renew admin.conf` on the control plane, then rerun phase 2 to fetch it")
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    server = api.configuration.host
+    try:
+        client.VersionApi(api).get_code(_request_timeout=request_timeout)
+    except SSLError as exc:
+        raise ClusterError(f"TLS with the API server at {server} failed ({_reason(exc)}): check the clocks "
+                           "(chronyc tracking) and that the kubeconfig belongs to this cluster") from None
+    except HTTPError as exc:
+        raise ClusterError(f"cannot reach the API server at {server} ({_reason(exc)}): check that the control "
+                           "plane is up (systemctl status kubelet; crictl ps) and reachable from this machine on "
+                           "that address") from None
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            raise ClusterError(f"the API server at {server} refused the credentials in {kubeconfig} "
+                               f"({exc.status}): fetch the kubeconfig again (rerun phase 2)") from None
+        raise ClusterError(f"the API server at {server} answered {exc.status} {exc.reason}") from None
+    return Cluster(api)
+
+
+def _reason(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None) or exc
+    return str(reason).split(": ", 1)[-1][:160]
+
+
+class Cluster:
+    def __init__(self, api: Any):
+        from kubernetes.dynamic import DynamicClient
+
+        self.api = api
+        self.dynamic = DynamicClient(api)
+
+    # -------------------------------------------------------------- objects
+
+    def resource(self, api_version: str, kind: str) -> Any:
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        try:
+            return self.dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            self.dynamic.resources.invalidate_cache()  # a CRD applied moments ago
+            try:
+                return self.dynamic.resources.get(api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                raise ClusterError(f"the API server does not serve {kind} ({api_version}): is its CRD installed "
+                                   "and Established?") from None
+
+    def _request(self, method: str, path: str, body: Any = None, query: Iterable[tuple[str, str]] = (),
+                 content_type: str = "application/json") -> dict:
+        from kubernetes.client.exceptions import ApiException
+
+        request = self.api.param_serialize(method, path, query_params=list(query), body=body,
+                                           header_params={"Content-Type": content_type, "Accept": "application/json"},
+                                           auth_settings=["BearerToken"])
+        response = self.api.call_api(*request, _request_timeout=60)
+        response.read()
+        if response.status >= 400:
+            raise ApiException(http_resp=response)
+        return json.loads(response.data or b"{}")
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        from kubernetes.client.exceptions import ApiException
+
+        resource = self.resource(api_version, kind)
+        try:
+            return self._request("GET", resource.path(name=name, namespace=namespace if resource.namespaced else None))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def apply(self, obj: dict, force: bool = False, dry_run: bool = False) -> Applied:
+        """Server-side apply of one object; `force` takes over fields another manager owns."""
+        from kubernetes.client.exceptions import ApiException
+
+        kind, api_version, meta = obj["kind"], obj["apiVersion"], obj.get("metadata", {})
+        resource = self.resource(api_version, kind)
+        namespace = (meta.get("namespace") or "default") if resource.namespaced else None
+        path = resource.path(name=meta["name"], namespace=namespace)
+        before = None if dry_run else self.get(api_version, kind, meta["name"], namespace)
+        query = [("fieldManager", FIELD_MANAGER), ("fieldValidation", "Strict")]
+        query += [("force", "true")] if force else []
+        query += [("dryRun", "All")] if dry_run else []
+        try:
+            after = self._request("PATCH", path, body=json.dumps(obj), query=query,
+                                  content_type="application/apply-patch+yaml")
+        except ApiException as exc:
+            raise ClusterError(f"applying {kind} {namespace + '/' if namespace else ''}{meta['name']} failed: "
+                               f"{_api_message(exc)}") from None
+        if before is None:
+            outcome = "created" if not dry_run else "valid"
+        else:
+            same = before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]
+            outcome = "unchanged" if same else "configured"
+        return Applied(kind, meta["name"], namespace, outcome)
+
+    def apply_all(self, objects: list[dict], force: bool = False, dry_run: bool = False) -> list[Applied]:
+        """CRDs and Namespaces first (others depend on them), then everything else, in order."""
+        first = [o for o in objects if o["kind"] in ("CustomResourceDefinition", "Namespace")]
+        rest = [o for o in objects if o["kind"] not in ("CustomResourceDefinition", "Namespace")]
+        results = [self.apply(o, force=force, dry_run=dry_run) for o in first]
+        crds = [o["metadata"]["name"] for o in first if o["kind"] == "CustomResourceDefinition"]
+        if crds and not dry_run:
+            self.wait_crds_established(crds)
+        return results + [self.apply(o, force=force, dry_run=dry_run) for o in rest]
+
+    # -------------------------------------------------------------- waits
+
+    def _wait(self, what: str, check: Callable[[], tuple[bool, str]], timeout_s: float, interval: float = 1) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while True:
+            done, last = check()
+            if done:
+                return
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"{what} not ready after {timeout_s:.0f}s; last condition: {last or 'none reported'}")
+            time.sleep(interval)
+
+    def wait_crds_established(self, names: list[str], timeout_s: float = 60) -> None:
+        for name in names:
+            def check(name: str = name) -> tuple[bool, str]:
+                crd = self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name) or {}
+                return _condition(crd, "Established")
+            self._wait(f"CustomResourceDefinition {name}", check, timeout_s, interval=0.5)
+        self.dynamic.resources.invalidate_cache()
+
+    def wait_rolled_out(self, kind: str, name: str, namespace: str, timeout_s: float) -> None:
+        def check() -> tuple[bool, str]:
+            obj = self.get("apps/v1", kind, name, namespace)
+            if obj is None:
+                return False, "not found"
+            status, generation = obj.get("status", {}), obj["metadata"].get("generation", 0)
+            if status.get("observedGeneration", 0) < generation:
+                return False, "the controller has not seen the latest change yet"
+            if kind == "Deployment":
+                want = obj["spec"].get("replicas", 1)
+                done = status.get("updatedReplicas", 0) == want and status.get("availableReplicas", 0) == want
+                return done, _last_condition(obj) or f"{status.get('availableReplicas', 0)}/{want} available"
+            if kind == "StatefulSet":
+                want = obj["spec"].get("replicas", 1)
+                done = status.get("readyReplicas", 0) == want and status.get("updatedReplicas", 0) == want
+                return done, f"{status.get('readyReplicas', 0)}/{want} ready"
+            want = status.get("desiredNumberScheduled", 0)
+            done = status.get("updatedNumberScheduled", 0) == want and status.get("numberAvailable", 0) == want
+            return done, f"{status.get('numberAvailable', 0)}/{want} pods available"
+        self._wait(f"{kind} {namespace}/{name}", check, timeout_s)
+
+    def wait_nodes_ready(self, names: list[str], timeout_s: float) -> None:
+        for name in names:
+            def check(name: str = name) -> tuple[bool, str]:
+                node = self.get("v1", "Node", name)
+                return (False, "not registered yet") if node is None else _condition(node, "Ready")
+            self._wait(f"Node {name}", check, timeout_s, interval=2)
+
+
+def _condition(obj: dict, wanted: str) -> tuple[bool, str]:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition["type"] == wanted:
+            text = f"{wanted}={condition['status']} {condition.get('reason', '')}: {condition.get('message', '')}"
+            return condition["status"] == "True", text.strip()
+    return False, ""
+
+
+def _last_condition(obj: dict) -> str:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    if not conditions:
+        return ""
+    # The newest condition, a failing one first: "Available=False" explains more than "Progressing=True".
+    last = max(conditions, key=lambda c: (c["status"] != "True", c.get("lastUpdateTime") or c.get("lastTransitionTime") or ""))
+    return f"{last['type']}={last['status']} {last.get('reason', '')}: {last.get('message', '')}".strip()
+
+
+def _api_message(exc: Any) -> str:
+    try:
+        return json.loads(exc.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return f"{exc.status} {exc.reason}"
+
+
+class ManifestLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML loading (libyaml's: large manifests parse ten times faster), plus YAML 1.1's '=' value tag,
+    which appears in an enum of Argo CD's ApplicationSet CRD."""
+
+
+ManifestLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+
+
+def load_manifests(text: str) -> list[dict]:
+    """Every object of a multi-document YAML (Lists flattened, empty documents dropped)."""
+    objects = []
+    for doc in yaml.load_all(text, Loader=ManifestLoader):
+        if not doc:
+            continue
+        objects += doc["items"] if doc.get("kind", "").endswith("List") and "items" in doc else [doc]
+    return objects

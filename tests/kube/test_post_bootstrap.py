@@ -1,0 +1,190 @@
+"""The post-bootstrap step end to end against a real kube-apiserver (tests/kube/control_plane.py): Argo CD's
+real install manifest by server-side apply, its CRDs Established, the repository Secret, the admin password
+file, the root Application, node labels; a second run that changes nothing; deadlines with their messages;
+and the one-line errors for a missing kubeconfig, an unreachable API and an expired certificate.
+
+No kubelet runs here, so Argo CD's pods are never started: its rollout waits are tested for their deadline
+message, and the bootstrap runs with those waits skipped (`timeout_s=0` is not allowed; see below)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import time
+from dataclasses import replace
+
+import pytest
+
+from tasks import post_bootstrap
+from tasks.gitops_repo import gitops_repo_url
+from tasks.kube_client import ClusterError, connect
+from tests.kube.control_plane import issue_client_cert, kubeconfig_text
+from tests.validation.upstream import SOURCES, read_file
+
+
+@pytest.fixture(scope="module")
+def argocd_manifest():
+    return read_file("argo-cd", "manifests/install.yaml")
+
+
+@pytest.fixture(scope="module")
+def cluster(kube_api):
+    return connect(kube_api.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def settings(sandbox_settings, tmp_path_factory):
+    return replace(sandbox_settings, state_dir=str(tmp_path_factory.mktemp("state")))
+
+
+def fake_deploy_key() -> str:
+    return "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+@pytest.fixture(scope="module")
+def first_and_second_run(cluster, settings, argocd_manifest, sandbox_gitops_repo, monkeypatch_module):
+    """Both runs of the bootstrap, with the workload waits replaced (nothing runs pods here)."""
+    waited = []
+    monkeypatch_module.setattr(cluster, "wait_rolled_out", lambda kind, name, ns, timeout_s: waited.append(name))
+    cluster.apply({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "k8s-worker1"}})
+    started = time.monotonic()
+    first = post_bootstrap.bootstrap(cluster, settings, argocd_manifest, fake_deploy_key(),
+                                     gitops_repo_url(settings), sandbox_gitops_repo, timeout_s=60)
+    first_s = time.monotonic() - started
+    started = time.monotonic()
+    second = post_bootstrap.bootstrap(cluster, settings, argocd_manifest, fake_deploy_key(),
+                                      gitops_repo_url(settings), sandbox_gitops_repo, timeout_s=60)
+    from tests.conftest import TIMINGS
+
+    TIMINGS["post-bootstrap first run (Argo CD install, real API server)"] = first_s
+    TIMINGS["post-bootstrap second run (no changes)"] = time.monotonic() - started
+    return first, second, waited
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_argocd_crds_are_established_and_its_objects_exist(cluster, first_and_second_run):
+    first, _, waited = first_and_second_run
+    for crd in ("applications.argoproj.io", "applicationsets.argoproj.io", "appprojects.argoproj.io"):
+        crd_obj = cluster.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd)
+        assert any(c["type"] == "Established" and c["status"] == "True" for c in crd_obj["status"]["conditions"])
+    assert cluster.get("apps/v1", "Deployment", "argocd-server", "argocd") is not None
+    assert cluster.get("apps/v1", "StatefulSet", "argocd-application-controller", "argocd") is not None
+    created = [a for a in first.applied if a.outcome == "created"]
+    assert len(created) > 40, "Argo CD's install manifest has dozens of objects"
+    workloads = [name for _, name in post_bootstrap.ARGOCD_WORKLOADS]
+    assert waited == workloads * 2  # both runs wait for every Argo CD workload
+
+
+def test_objects_are_owned_by_the_projects_field_manager(cluster, first_and_second_run):
+    server = cluster.get("apps/v1", "Deployment", "argocd-server", "argocd")
+    managers = {entry["manager"] for entry in server["metadata"]["managedFields"]}
+    assert "gitops-lab" in managers
+
+
+def test_second_run_applies_the_same_objects_with_no_change(first_and_second_run):
+    first, second, _ = first_and_second_run
+    assert len(second.applied) == len(first.applied)
+    assert second.changed() == [], [str(a) for a in second.changed()]
+
+
+def test_repository_secret_and_root_application(cluster, settings, first_and_second_run):
+    secret = cluster.get("v1", "Secret", "gitops-repo", "argocd")
+    assert secret["metadata"]["labels"]["argocd.argoproj.io/secret-type"] == "repository"
+    import base64
+
+    assert base64.b64decode(secret["data"]["url"]).decode() == gitops_repo_url(settings)
+    assert base64.b64decode(secret["data"]["sshPrivateKey"]).decode() == fake_deploy_key()
+    root = cluster.get("argoproj.io/v1alpha1", "Application", "root", "argocd")
+    assert root["spec"]["source"]["repoURL"] == gitops_repo_url(settings)
+    first, _, _ = first_and_second_run
+    assert not any("not-a-real-key" in note for note in first.notes)
+
+
+def test_node_labels_come_from_the_inventory(cluster, first_and_second_run):
+    node = cluster.get("v1", "Node", "k8s-worker1")
+    assert node["metadata"]["labels"]["lab.gitops/role"] == "worker"
+    assert node["metadata"]["labels"]["node-role.kubernetes.io/worker"] == ""
+
+
+def test_admin_password_is_a_path_in_the_output_and_0600_on_disk(cluster, settings, first_and_second_run):
+    import base64
+
+    cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "argocd-initial-admin-secret",
+                                                                       "namespace": "argocd"},
+                   "data": {"password": base64.b64encode(b"s3cret-initial").decode()}})
+    note = post_bootstrap.save_admin_password(cluster, settings)
+    target = settings.state_path / "argocd-initial-admin-password"
+    assert str(target) in note and "s3cret-initial" not in note
+    assert target.read_text().strip() == "s3cret-initial" and target.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_rollout_deadline_names_the_object_and_its_last_condition(kube_api, first_and_second_run):
+    started = time.monotonic()
+    with pytest.raises(ClusterError) as err:  # a fresh client: the bootstrap fixture replaced the waits
+        connect(kube_api.kubeconfig).wait_rolled_out("Deployment", "argocd-server", "argocd", timeout_s=3)
+    message = str(err.value)
+    assert time.monotonic() - started < 15
+    assert message.startswith("Deployment argocd/argocd-server not ready after 3s; last condition: ")
+    assert "Available=False" in message or "0/1 available" in message or "Progressing" in message, message
+
+
+def test_strict_validation_rejects_a_misspelt_field(cluster):
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "typo", "namespace": "default"},
+          "dataa": {"a": "b"}}
+    with pytest.raises(ClusterError) as err:
+        cluster.apply(cm)
+    assert "ConfigMap default/typo" in str(err.value) and "dataa" in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------ one-line errors
+
+
+def test_missing_kubeconfig_is_one_line(tmp_path):
+    with pytest.raises(ClusterError) as err:
+        connect(tmp_path / "kubeconfig")
+    assert "no kubeconfig at" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unreachable_api_is_one_line(kube_api, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    config = tmp_path / "kubeconfig"
+    config.write_text(kube_api.kubeconfig.read_text().replace(kube_api.server, f"https://127.0.0.1:{closed}"))
+    with pytest.raises(ClusterError) as err:
+        connect(config, request_timeout=3)
+    message = str(err.value)
+    assert message.startswith(f"cannot reach the API server at https://127.0.0.1:{closed}") and "\n" not in message
+
+
+def test_expired_client_certificate_is_one_line(kube_api, tmp_path):
+    cert, key = issue_client_cert(kube_api.pki, "old-admin", "system:masters", days=1,
+                                  not_before=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=400))
+    config = tmp_path / "kubeconfig"
+    config.write_text(kubeconfig_text(kube_api.server, (kube_api.pki / "ca.crt").read_bytes(), cert, key, "old"))
+    with pytest.raises(ClusterError) as err:
+        connect(config)
+    message = str(err.value)
+    assert "expired on" in message and "kubeadm certs renew admin.conf" in message and "\n" not in message
+
+
+def test_refused_credentials_are_one_line(kube_api, tmp_path):
+    from tasks.certificates import ensure_ca
+
+    other = tmp_path / "other-pki"
+    ensure_ca(other, "some other cluster")
+    cert, key = issue_client_cert(other, "stranger", "system:masters")
+    config = tmp_path / "kubeconfig"
+    config.write_text(kubeconfig_text(kube_api.server, (kube_api.pki / "ca.crt").read_bytes(), cert, key, "x"))
+    with pytest.raises(ClusterError) as err:
+        connect(config)
+    assert "refused the credentials" in str(err.value) and "(401)" in str(err.value)
+
+
+def test_argo_cd_source_is_the_pinned_module_zip():
+    assert SOURCES["argo-cd"].version == "v3.6.1"
