@@ -15,6 +15,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
 from tasks.facts import ShellChecks
+from tasks.packages import ensure_packages
 from tasks.settings import Settings
 
 DOWNLOAD_DIR = "/var/cache/gitops-lab/downloads"
@@ -48,6 +49,7 @@ def fetch(settings: Settings, name: str, dest: str, mode: str = "644"):
 
     Returns the download operation (its `will_change` tells whether the file is new)."""
     spec = settings.artifacts[name]
+    ensure_packages(["curl"])  # pyinfra's files.download runs curl (or wget) on the host
     files.directory(name=f"Directory {dest.rsplit('/', 1)[0]}", path=dest.rsplit("/", 1)[0], present=True)
     return files.download(
         name=f"Download {name} {spec['version']} (sha256 pinned)",

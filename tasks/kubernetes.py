@@ -129,7 +129,7 @@ def install(settings: Settings) -> list:
 def enable_kubelet(changed: list) -> None:
     # Enabled, not started: kubeadm starts it at init or join, and until then it would only crash-loop.
     reload = any(op is not None and op.will_change for op in changed)
-    systemd.service(name="kubelet enabled (kubeadm starts it)", service="kubelet", enabled=True,
+    systemd.service(name="kubelet enabled (kubeadm starts it)", service="kubelet", enabled=True, running=None,
                     daemon_reload=reload, restarted=reload and host.get_fact(File, path=KUBELET_CONF) is not None)
 
 

@@ -76,7 +76,8 @@ BAKED_FILES = {
         "[Unit]\nDescription=Lab only: make cgroup controller mounts writable for nested containers\n"
         "DefaultDependencies=no\nBefore=containerd.service\nAfter=local-fs.target\n\n"
         "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
-        "ExecStart=/bin/sh -c 'for d in /sys/fs/cgroup/*/; do mount -o remount,rw \"$d\" 2>/dev/null || true; done'\n\n"
+        "ExecStart=/bin/sh -c 'for d in /sys/fs/cgroup/*/; do mount -o remount,bind,rw \"$d\" "
+        "|| echo \"lab: cannot make $d writable\" >&2; done'\n\n"
         "[Install]\nWantedBy=multi-user.target\n"
     ),
 }

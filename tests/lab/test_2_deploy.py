@@ -27,10 +27,20 @@ def test_deploy_prints_the_preflight_report_for_every_host(deployed):
         assert f"preflight {name} [" in first["log"]
 
 
-def test_deploy_says_which_phases_it_skips(deployed):
+def test_deploy_says_which_phases_it_skips_and_why(deployed):
     first, _ = deployed
-    assert "phases 2-7" in first["log"] and "not deployed by this run yet" in first["log"]
+    assert "phases 3-7" in first["log"] and "not deployed by this run yet" in first["log"]
     assert "GitLab CE: not installed: gitlab_package_source is empty" in first["log"]
+    # The lab has no source for the control-plane images: init and join stop there, with the reason.
+    assert "kubeadm init and join skipped: the control-plane images" in first["log"]
+    assert "registry.k8s.io does not resolve" in first["log"]
+
+
+def test_cluster_phase_downloads_come_from_the_mirror_with_pinned_checksums(deployed):
+    first, _ = deployed
+    downloads = [op["name"] for op in first["operations"] if "Download " in op["name"]]
+    for name in ("containerd", "runc", "cni-plugins", "kubeadm", "kubelet", "kubectl"):
+        assert any(f"Download {name} " in d and "(sha256 pinned)" in d for d in downloads), downloads
 
 
 @pytest.mark.parametrize("role", ["platform", "control_plane", "worker"])

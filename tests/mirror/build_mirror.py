@@ -41,9 +41,11 @@ def group_data_artifacts() -> dict[str, dict[str, str]]:
     return namespace["artifacts"]
 
 
-def _go_install(packages: list[str], version: str, out: Path, tags: str = "", cgo: bool = False) -> None:
+def _go_install(packages: list[str], version: str, out: Path, tags: str = "", cgo: bool = False,
+                ldflags: str = "") -> None:
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [_go(), "install"] + (["-tags", tags] if tags else []) + [f"{p}@{version}" for p in packages]
+    cmd = [_go(), "install"] + (["-tags", tags] if tags else []) + (["-ldflags", ldflags] if ldflags else [])
+    cmd += [f"{p}@{version}" for p in packages]
     _run(cmd, go_env(cgo, GOBIN=str(out)))
 
 
@@ -63,8 +65,10 @@ def _tar(members: dict[str, Path], dest: Path) -> None:
 def _containerd(version: str, out: Path, target: Path) -> None:
     commands = ("containerd", "containerd-shim-runc-v2", "ctr")
     # The static release build leaves out the btrfs, devmapper and zfs snapshotters the same way.
+    # The release build stamps the version (`containerd --version`: v2.3.7, not 2.3.7+unknown).
     _go_install([f"github.com/containerd/containerd/v2/cmd/{c}" for c in commands], f"v{version}", out,
-                tags="no_btrfs no_devmapper no_zfs")
+                tags="no_btrfs no_devmapper no_zfs",
+                ldflags=f"-X github.com/containerd/containerd/v2/version.Version=v{version}")
     _tar({f"bin/{c}": out / c for c in commands}, target)
 
 

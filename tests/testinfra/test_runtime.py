@@ -87,7 +87,7 @@ def busybox_image(tmp_path_factory):
     rootfs = bundle / "rootfs" / "bin"
     rootfs.mkdir(parents=True)
     shutil.copy(shutil.which("busybox"), rootfs / "busybox")
-    for applet in ("sh", "echo", "cat", "hostname"):
+    for applet in ("sh", "echo", "cat", "hostname", "sleep"):
         (rootfs / applet).symlink_to("busybox")
     run("umoci", "repack", "--image", f"{layout}:latest", str(bundle))
     run("umoci", "config", "--image", f"{layout}:latest", "--config.cmd=/bin/sh", "--config.env=PATH=/bin")
@@ -104,9 +104,16 @@ def test_a_container_runs_under_ctr_with_limits(connect, node, busybox_image):
                    capture_output=True)
     host.check_output(f"ctr -n lab images import --base-name lab/busybox {remote}")
     image = host.check_output("ctr -n lab images ls -q").splitlines()[0]
-    out = host.run(f"ctr -n lab run --rm --memory-limit 67108864 {image} lab-test-{node.hostname} "
-                   "sh -c 'echo hello-from-$(hostname); cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
-                   "2>/dev/null || cat /sys/fs/cgroup/memory.max'")
-    assert out.rc == 0, out.stderr
-    assert "hello-from-" in out.stdout and "67108864" in out.stdout, out.stdout
+    name = f"lab-test-{node.hostname}"
+    out = host.run(f"ctr -n lab run --rm {image} {name}-echo sh -c 'echo hello-from-$(hostname)'")
+    assert out.rc == 0 and "hello-from-" in out.stdout, out.stderr
+    # The limit is applied: read it from the host's side of the container's cgroup (/<namespace>/<id>).
+    host.check_output(f"ctr -n lab run -d --memory-limit 67108864 {image} {name} sleep 60")
+    try:
+        limit = host.check_output(f"cat /sys/fs/cgroup/memory/lab/{name}/memory.limit_in_bytes "
+                                  f"2>/dev/null || cat /sys/fs/cgroup/lab/{name}/memory.max")
+        assert limit == "67108864"
+    finally:
+        host.run(f"ctr -n lab task kill -s KILL {name}; sleep 1; ctr -n lab task delete {name}; "
+                 f"ctr -n lab containers delete {name}")
     host.run(f"ctr -n lab images rm {image}; rm -f {remote}")
