@@ -6,8 +6,9 @@ work with --limit platform | control_plane | worker.
 """
 
 from pyinfra import host, state
+from pyinfra.operations import python
 
-from tasks import containerd, foundation, kubernetes, phases, platform
+from tasks import containerd, foundation, kubernetes, phases, platform, post_bootstrap
 from tasks.settings import load_settings
 
 settings = load_settings(state.inventory)
@@ -53,9 +54,16 @@ if node.has_role("worker"):
         kubernetes.join_worker(settings, node)
 phases.barrier("phase 2: nodes")
 
-# ---- Phases 3-7: not part of this run yet ---------------------------------------------------------------
+# ---- Phases 3-4: CNI, Argo CD and the root app, from this machine with the Kubernetes client ------------
+# Once (from the control plane's turn), and only where a cluster exists or this run's init makes one.
+if node.has_role("control_plane") and kubernetes.cluster_blocker(settings, host) is None:
+    python.call(name="Post-bootstrap: CNI, nodes Ready, labels, Argo CD, repository access, root app, Slack webhook",
+                function=post_bootstrap.run_from_deploy, settings=settings)
+phases.barrier("phases 3-4: Argo CD owns the rest")
+
+# ---- Phases 5-7 happen outside the deploy -------------------------------------------------------------
 phases.announce_once(
     "later-phases",
-    "    phases 3-7 (CNI and storage, Argo CD install, CI/CD runs, load tests) are not deployed by this run yet; "
-    "the gitops repo, pipeline and monitoring they use are built and tested. See the README's status table.",
+    "    phases 5-7 are not run by the deploy: Argo CD syncs the platform apps and Online Boutique, GitLab runs "
+    "the pipeline, and tests/acceptance runs the load tests and the verification plan (README).",
 )

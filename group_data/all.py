@@ -60,6 +60,19 @@ artifacts = {
     "kubeadm": {"version": "1.37.2", "sha256": "", "url": _K8S + "/kubeadm", "checksums": "{url}.sha256"},
     "kubelet": {"version": "1.37.2", "sha256": "", "url": _K8S + "/kubelet", "checksums": "{url}.sha256"},
     "kubectl": {"version": "1.37.2", "sha256": "", "url": _K8S + "/kubectl", "checksums": "{url}.sha256"},
+    # Post-bootstrap, on the machine that runs pyinfra. An empty `checksums`: the release publishes none,
+    # so tools/pin_artifacts.py hashes the file itself (review that diff like any other).
+    "argocd-install": {"version": "3.6.1", "sha256": "",
+                       "url": "https://raw.githubusercontent.com/argoproj/argo-cd/v{version}/manifests/install.yaml",
+                       "checksums": ""},
+    "kubeseal": {"version": "0.40.0", "sha256": "",
+                 "url": _GITHUB + "/bitnami-labs/sealed-secrets/releases/download/v{version}/kubeseal-{version}-linux-amd64.tar.gz",
+                 "checksums": _GITHUB + "/bitnami-labs/sealed-secrets/releases/download/v{version}/sealed-secrets_{version}_checksums.txt"},
+    "calico-chart": {"version": "3.32.0", "sha256": "",
+                     "url": _GITHUB + "/projectcalico/calico/releases/download/v{version}/tigera-operator-v{version}.tgz",
+                     "checksums": ""},
+    "cilium-chart": {"version": "1.20.2", "sha256": "", "url": "https://helm.cilium.io/cilium-{version}.tgz",
+                     "checksums": ""},
 }
 # Base URL of a local mirror with the same layout as upstream (air-gapped installs); "" = upstream.
 artifact_mirror = ""

@@ -138,13 +138,21 @@ class Cluster:
                 return None
             raise
 
-    def apply(self, obj: dict, force: bool = False, dry_run: bool = False) -> Applied:
-        """Server-side apply of one object; `force` takes over fields another manager owns."""
+    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = "") -> list[dict]:
+        resource = self.resource(api_version, kind)
+        query = [("labelSelector", label_selector)] if label_selector else []
+        return self._request("GET", resource.path(namespace=namespace if resource.namespaced else None),
+                             query=query).get("items", [])
+
+    def apply(self, obj: dict, force: bool = False, dry_run: bool = False, namespace: str = "default") -> Applied:
+        """Server-side apply of one object; `force` takes over fields another manager owns; `namespace` is
+        used for a namespaced object that names none."""
         from kubernetes.client.exceptions import ApiException
 
         kind, api_version, meta = obj["kind"], obj["apiVersion"], obj.get("metadata", {})
         resource = self.resource(api_version, kind)
-        namespace = (meta.get("namespace") or "default") if resource.namespaced else None
+        default_namespace = namespace
+        namespace = (meta.get("namespace") or default_namespace) if resource.namespaced else None
         path = resource.path(name=meta["name"], namespace=namespace)
         before = None if dry_run else self.get(api_version, kind, meta["name"], namespace)
         query = [("fieldManager", FIELD_MANAGER), ("fieldValidation", "Strict")]
@@ -163,7 +171,8 @@ class Cluster:
             outcome = "unchanged" if same else "configured"
         return Applied(kind, meta["name"], namespace, outcome)
 
-    def apply_all(self, objects: list[dict], force: bool = False, dry_run: bool = False) -> list[Applied]:
+    def apply_all(self, objects: list[dict], force: bool = False, dry_run: bool = False,
+                  namespace: str = "default") -> list[Applied]:
         """CRDs and Namespaces first (others depend on them), then everything else, in order."""
         first = [o for o in objects if o["kind"] in ("CustomResourceDefinition", "Namespace")]
         rest = [o for o in objects if o["kind"] not in ("CustomResourceDefinition", "Namespace")]
@@ -171,7 +180,7 @@ class Cluster:
         crds = [o["metadata"]["name"] for o in first if o["kind"] == "CustomResourceDefinition"]
         if crds and not dry_run:
             self.wait_crds_established(crds)
-        return results + [self.apply(o, force=force, dry_run=dry_run) for o in rest]
+        return results + [self.apply(o, force=force, dry_run=dry_run, namespace=namespace) for o in rest]
 
     # -------------------------------------------------------------- waits
 

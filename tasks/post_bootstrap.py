@@ -2,6 +2,8 @@
 cannot install itself, then hands everything else to Argo CD.
 
 Stages, in order (each idempotent: a rerun applies the same objects and reports them unchanged):
+0. the CNI (Calico's tigera-operator or Cilium, by `cni`) from its pinned Helm chart archive, rendered here
+   with Helm's engine; then every node must turn Ready within `node_ready_timeout_s`;
 1. node labels and roles from the inventory;
 2. Argo CD from its pinned install manifest (sha256), by server-side apply; conflicts are forced here
    only, as Argo CD's docs prescribe (`--server-side --force-conflicts`: its CRDs are too big for the
@@ -23,6 +25,7 @@ import requests
 import yaml
 
 from tasks.artifacts import mirror_path
+from tasks.helm_charts import cni_release, render_chart
 from tasks.kube_client import Applied, Cluster, ClusterError, load_manifests
 from tasks.settings import Settings
 
@@ -107,6 +110,19 @@ def root_application(gitops_repo_dir: Path) -> dict:
 # ------------------------------------------------------------------------------------------ steps
 
 
+def install_cni(cluster: Cluster, settings: Settings, chart: bytes, api_endpoint: str) -> list[Applied]:
+    host, _, port = api_endpoint.rpartition(":")
+    _, release, namespace, values = cni_release(settings, host, int(port))
+    objects = render_chart(chart, values, release, namespace)
+    namespace_obj = {"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": namespace, "labels": {"app.kubernetes.io/managed-by": "gitops-lab"}}}
+    return cluster.apply_all([namespace_obj, *objects], namespace=namespace)
+
+
+def kubernetes_nodes(settings: Settings) -> list[str]:
+    return [n.hostname for n in settings.nodes if n.has_role("control_plane") or n.has_role("worker")]
+
+
 def label_nodes(cluster: Cluster, settings: Settings) -> list[Applied]:
     present = [p for p in node_label_patches(settings) if cluster.get("v1", "Node", p["metadata"]["name"])]
     return [cluster.apply(p) for p in present]
@@ -146,3 +162,96 @@ def bootstrap(cluster: Cluster, settings: Settings, argocd_manifest: str, deploy
     report.notes.append(save_admin_password(cluster, settings))
     report.applied.append(cluster.apply(root_application(gitops_repo_dir)))
     return report
+
+
+def commit_sealed_webhook(settings: Settings, sealed: str) -> str:
+    """Commit the SealedSecret (and its kustomization entry) to gitops-repo's main branch via GitLab's API."""
+    from urllib.parse import quote
+
+    from tasks import sealing
+    from tasks.gitlab_api import GitLab, ensure_files_committed
+    from tasks.platform import deploy_api_token
+
+    gl = GitLab(f"https://{settings.platform.address}", deploy_api_token(settings.state_path),
+                ca_file=str(settings.state_path / "pki" / "ca.crt"))
+    project = gl.get(f"/projects/{quote(f'{settings.gitlab_group}/gitops-repo', safe='')}")
+    kustomization_path = f"{Path(sealing.SEALED_PATH).parent}/kustomization.yaml"
+    current = gl.get(f"/projects/{project['id']}/repository/files/{quote(kustomization_path, safe='')}", ref="main")
+    kustomization = sealing.with_sealed_resource(base64.b64decode(current["content"]).decode())
+    created: list[str] = []
+    ensure_files_committed(gl, project["id"], "main", {sealing.SEALED_PATH: sealed, kustomization_path: kustomization},
+                           "Seal the Alertmanager Slack webhook [skip ci]", created)
+    return f"Slack webhook sealed and committed to gitops-repo ({sealing.SEALED_PATH})" if created else \
+        "Slack webhook: the sealed file in gitops-repo is current"
+
+
+def seal_slack_webhook(cluster: Cluster, settings: Settings, kubeseal: Path) -> str:
+    from tasks import sealing
+
+    url = sealing.read_webhook(settings)
+    if url is None:
+        return ("Slack webhook: not sealed (set SLACK_WEBHOOK_URL or write it to "
+                f"{settings.state_path / 'slack-webhook-url'}, then rerun); alerts stay in Alertmanager's UI")
+    try:
+        certificate = sealing.controller_certificate(cluster)
+    except ClusterError as exc:
+        return f"Slack webhook: not sealed yet: {exc}"
+    if not sealing.needs_sealing(settings, url, certificate):
+        return "Slack webhook: sealed already for this URL and controller key"
+    note = commit_sealed_webhook(settings, sealing.seal(kubeseal, certificate, sealing.webhook_secret(url)))
+    sealing.remember_sealing(settings, url, certificate)
+    return note
+
+
+def unpack_kubeseal(settings: Settings) -> Path:
+    """kubeseal from its pinned release archive, unpacked into the state folder once per version."""
+    import io
+    import tarfile
+
+    target = settings.state_path / "bin" / f"kubeseal-{settings.artifacts['kubeseal']['version']}"
+    if not target.exists():
+        with tarfile.open(fileobj=io.BytesIO(fetch_artifact(settings, "kubeseal"))) as tar:
+            data = tar.extractfile("kubeseal").read()
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        target.write_bytes(data)
+        target.chmod(0o755)
+    return target
+
+
+def run(settings: Settings, kubeconfig: Path, api_endpoint: str) -> Report:
+    """The whole step, as deploy.py calls it once the cluster exists."""
+    import tempfile
+
+    from tasks.gitops_repo import gitops_repo_url, render_gitops_repo
+    from tasks.kube_client import connect
+
+    cluster = connect(kubeconfig)
+    report = Report()
+    cni_chart = fetch_artifact(settings, cni_release(settings, "", 0)[0])
+    report.applied += install_cni(cluster, settings, cni_chart, api_endpoint)
+    cluster.wait_nodes_ready(kubernetes_nodes(settings), settings.node_ready_timeout_s)
+    deploy_key = (settings.state_path / "argocd-deploy-key").read_text()
+    with tempfile.TemporaryDirectory() as tmp:
+        # Only argocd/root.yaml is read from it: the image tag does not matter here.
+        repo = render_gitops_repo(settings, Path(tmp) / "gitops-repo", image_tag="bootstrap")
+        boot = bootstrap(cluster, settings, fetch_artifact(settings, "argocd-install").decode(), deploy_key,
+                         gitops_repo_url(settings), repo, timeout_s=settings.node_ready_timeout_s)
+    report.applied += boot.applied
+    report.notes += boot.notes
+    report.notes.append(seal_slack_webhook(cluster, settings, unpack_kubeseal(settings)))
+    return report
+
+
+def run_from_deploy(settings: Settings) -> None:
+    """deploy.py's python.call: the whole step, with a summary line and the notes (paths, never values)."""
+    from pyinfra import logger
+
+    from tasks.kubernetes import api_endpoint, kubeconfig_path
+
+    report = run(settings, kubeconfig_path(settings), api_endpoint(settings))
+    counts: dict[str, int] = {}
+    for applied in report.applied:
+        counts[applied.outcome] = counts.get(applied.outcome, 0) + 1
+    logger.info("    post-bootstrap: " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
+    for note in report.notes:
+        logger.info(f"    {note}")

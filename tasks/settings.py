@@ -596,11 +596,12 @@ def _check_time(s: Settings) -> None:
 
 KUBERNETES_BINARIES = ("kubeadm", "kubelet", "kubectl")
 # What each phase downloads; a missing entry would only fail halfway through the deploy.
-REQUIRED_ARTIFACTS = ("containerd", "runc", "cni-plugins", *KUBERNETES_BINARIES)
+REQUIRED_ARTIFACTS = ("containerd", "runc", "cni-plugins", *KUBERNETES_BINARIES, "argocd-install", "kubeseal")
+CNI_CHARTS = {"calico": "calico-chart", "cilium": "cilium-chart"}
 
 
 def _check_kubernetes_artifacts(s: Settings) -> None:
-    for name in REQUIRED_ARTIFACTS:
+    for name in (*REQUIRED_ARTIFACTS, CNI_CHARTS[s.cni]):
         if name not in s.artifacts:
             raise SettingsError(f"artifacts.{name}", "is missing", "copy its entry from group_data/all.py of this repo")
     for name in KUBERNETES_BINARIES:
@@ -614,6 +615,8 @@ def require_pinned_artifacts(settings: Settings) -> None:
     """A deploy never downloads an unpinned file. group_data ships versions and URLs; the sha256 of each
     upstream release file is filled in by tools/pin_artifacts.py (or by hand) before the first deploy."""
     for name, spec in settings.artifacts.items():
+        if name in CNI_CHARTS.values() and name != CNI_CHARTS[settings.cni]:
+            continue  # the other CNI's chart is never downloaded
         if not spec["sha256"]:
             raise SettingsError(
                 f"artifacts.{name}.sha256", f"{name} {spec['version']} is not pinned yet",

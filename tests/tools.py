@@ -32,6 +32,8 @@ SOURCE_BUILDS = {
     "alertmanager": ("github.com/prometheus/alertmanager", "v0.34.2", "./cmd/alertmanager", "ui/app/dist/index.html"),
     "tofu": ("github.com/opentofu/opentofu", "v1.10.10", "./cmd/tofu", None),
     "terraform-provider-libvirt": ("github.com/dmacvicar/terraform-provider-libvirt", "v0.8.3", ".", None),
+    # The repository moved to bitnami-labs but its go.mod still says github.com/bitnami/sealed-secrets.
+    "kubeseal": ("github.com/bitnami-labs/sealed-secrets", "v0.40.0", "./cmd/kubeseal", None),
 }
 BUILD_TIMES: dict[str, float] = {}
 

@@ -7,12 +7,15 @@
 
 Run it on a machine that reaches github.com and dl.k8s.io (or your mirror), after a fresh clone and
 after each version bump, then commit group_data/all.py. Each artifact names its checksum file
-(`checksums`); both release formats are read: `<sha256>  <file>` lines and a bare `<sha256>`.
+(`checksums`); both release formats are read: `<sha256>  <file>` lines and a bare `<sha256>`. Where a
+release publishes no checksum (`checksums` empty: Argo CD's install.yaml, the Helm charts) the file itself
+is downloaded and hashed; review those pins in the diff like any other.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import runpy
 import sys
@@ -31,11 +34,15 @@ class PinError(RuntimeError):
     pass
 
 
+def via_mirror(url: str, mirror: str) -> str:
+    return f"{mirror.rstrip('/')}/{mirror_path(url)}" if mirror else url
+
+
 def checksum_url(spec: dict, mirror: str) -> tuple[str, str]:
-    """(URL of the checksum file, name of the artifact's file) for one artifact."""
+    """(URL of the checksum file or "" when the release publishes none, name of the artifact's file)."""
     url = spec["url"].format(version=spec["version"])
     checksums = spec["checksums"].format(url=url, version=spec["version"])
-    return (f"{mirror.rstrip('/')}/{mirror_path(checksums)}" if mirror else checksums), url.rsplit("/", 1)[1]
+    return (via_mirror(checksums, mirror) if checksums else ""), url.rsplit("/", 1)[1]
 
 
 def parse_checksum(text: str, file_name: str) -> str:
@@ -52,12 +59,17 @@ def fetch_pins(artifacts: dict, mirror: str, session: requests.Session) -> dict[
     pins = {}
     for name, spec in artifacts.items():
         url, file_name = checksum_url(spec, mirror)
+        # No published checksum: hash the file itself (trust on first download, reviewed in the diff).
+        url = url or via_mirror(spec["url"].format(version=spec["version"]), mirror)
         try:
-            response = session.get(url, timeout=30)
+            response = session.get(url, timeout=120)
             response.raise_for_status()
         except requests.RequestException as exc:
             raise PinError(f"{name} {spec['version']}: cannot read {url}: {exc}") from None
-        pins[name] = parse_checksum(response.text, file_name)
+        if spec["checksums"]:
+            pins[name] = parse_checksum(response.text, file_name)
+        else:
+            pins[name] = hashlib.sha256(response.content).hexdigest()
     return pins
 
 
@@ -78,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group-data", type=Path, default=REPO / "group_data" / "all.py")
     parser.add_argument("--check", action="store_true", help="compare only, change nothing")
     args = parser.parse_args(argv)
-    artifacts = runpy.run_path(str(args.group_data))["artifacts"]
+    data = runpy.run_path(str(args.group_data))
+    # The chart of the CNI not chosen is never downloaded: not pinned either.
+    unused = {"calico": "cilium-chart", "cilium": "calico-chart"}[data["cni"]]
+    artifacts = {name: spec for name, spec in data["artifacts"].items() if name != unused}
     try:
         pins = fetch_pins(artifacts, args.mirror, requests.Session())
     except PinError as exc:

@@ -188,3 +188,73 @@ def test_refused_credentials_are_one_line(kube_api, tmp_path):
 
 def test_argo_cd_source_is_the_pinned_module_zip():
     assert SOURCES["argo-cd"].version == "v3.6.1"
+
+
+# ------------------------------------------------------------------------------------------ CNI (Helm)
+
+
+@pytest.fixture(scope="module")
+def cilium_chart():
+    from tests.validation.upstream import chart_archive
+
+    return chart_archive("cilium", "install/kubernetes/cilium")
+
+
+def test_cni_chart_is_rendered_with_helm_and_applied_then_unchanged(kube_api, settings, cilium_chart):
+    cluster = connect(kube_api.kubeconfig)
+    cilium = replace(settings, cni="cilium")
+    first = post_bootstrap.install_cni(cluster, cilium, cilium_chart, "198.51.100.11:6443")
+    kinds = {a.kind for a in first}
+    assert {"DaemonSet", "Deployment", "ConfigMap", "ClusterRole"} <= kinds
+    agent = cluster.get("apps/v1", "DaemonSet", "cilium", "kube-system")
+    env = {e["name"]: e.get("value") for c in agent["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+    assert env.get("KUBERNETES_SERVICE_HOST") == "198.51.100.11" and env.get("KUBERNETES_SERVICE_PORT") == "6443"
+    config = cluster.get("v1", "ConfigMap", "cilium-config", "kube-system")
+    assert config["data"]["ipam"] == "kubernetes"
+    again = post_bootstrap.install_cni(cluster, cilium, cilium_chart, "198.51.100.11:6443")
+    assert [str(a) for a in again if a.outcome != "unchanged"] == []
+    assert not any(a.kind == "Secret" for a in first), "Helm-generated certificates would change on every run"
+
+
+def test_calico_values_put_kubeadms_pod_cidr_in_the_ip_pool(settings):
+    from tasks.helm_charts import cni_release
+
+    artifact, release, namespace, values = cni_release(replace(settings, cni="calico"), "198.51.100.11", 6443)
+    assert (artifact, release, namespace) == ("calico-chart", "calico", "tigera-operator")
+    assert values["installation"]["calicoNetwork"]["ipPools"][0]["cidr"] == str(settings.pod_cidr)
+
+
+def test_nodes_that_never_turn_ready_stop_the_run_with_their_condition(kube_api):
+    cluster = connect(kube_api.kubeconfig)
+    cluster.apply({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "k8s-worker9",
+                                                                     "labels": {"lab.gitops/role": "worker"}}})
+    with pytest.raises(ClusterError) as err:
+        cluster.wait_nodes_ready(["k8s-worker9"], timeout_s=2)
+    assert str(err.value).startswith("Node k8s-worker9 not ready after 2s; last condition:")
+
+
+# ------------------------------------------------------------------------------------------ pinned sources
+
+
+def test_fetch_artifact_verifies_the_pin_and_refuses_a_changed_file(settings, artifact_mirror, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    root, artifacts = artifact_mirror
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        mirrored = replace(settings, artifacts=artifacts, artifact_mirror=f"http://127.0.0.1:{server.server_address[1]}",
+                           state_dir=str(tmp_path / "state"))
+        manifest = post_bootstrap.fetch_artifact(mirrored, "argocd-install")
+        assert b"kind: CustomResourceDefinition" in manifest
+        tampered = dict(artifacts, **{"argocd-install": dict(artifacts["argocd-install"], sha256="0" * 64)})
+        with pytest.raises(ClusterError) as err:
+            post_bootstrap.fetch_artifact(replace(mirrored, artifacts=tampered), "argocd-install")
+        assert "not the pinned" in str(err.value) and "refusing it" in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -39,7 +39,7 @@ def file_facts(existing: dict[str, str]):
     def digest(algorithm):
         return lambda path: hashlib.new(algorithm, existing[path].encode()).hexdigest() if path in existing else None
     return {"File": file, "Sha1File": digest("sha1"), "Sha256File": digest("sha256"), "Md5File": digest("md5"),
-            "Directory": lambda path: {"mode": 755} if path in directories else None, "DebPackages": {p: ["1"] for p in kubernetes.NODE_PACKAGES}}
+            "Directory": lambda path: {"mode": 755} if path in directories else None, "DebPackages": {p: ["1"] for p in [*kubernetes.NODE_PACKAGES, "curl"]}}
 
 
 # ------------------------------------------------------------------------------------------ rendering

@@ -48,6 +48,9 @@ SOURCES = {
         "github.com/bitnami-labs/sealed-secrets", "v0.40.0",
         "47a9508cf40e90a71e08691c461ac811e7b2ea18ec3142aba3ce0b973974d357",
         ("helm/sealed-secrets/crds/bitnami.com_sealedsecrets.yaml",)),
+    # The Cilium chart (install/kubernetes/cilium) for the CNI step of post-bootstrap; no CRDs of its own.
+    "cilium": ModuleSource(
+        "github.com/cilium/cilium", "v1.20.2", "8876f17c696b7bd0e629708df542ca2ec0c3bf5b158fafac5ebd9c250223d50f", ()),
 }
 
 
@@ -85,6 +88,26 @@ def read_files(name: str) -> dict[str, str]:
     prefix = f"{source.module}@{source.version}/"
     with zipfile.ZipFile(module_zip(source)) as archive:
         return {path: archive.read(prefix + path).decode() for path in source.files}
+
+
+def chart_archive(name: str, chart_dir: str) -> bytes:
+    """A Helm chart archive (tar.gz, `<chart>/...`) packed from a chart folder of a pinned module's tree."""
+    import gzip
+    import io
+    import tarfile
+
+    source = SOURCES[name]
+    prefix = f"{source.module}@{source.version}/{chart_dir.rstrip('/')}/"
+    chart = Path(chart_dir).name
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(module_zip(source)) as archive, tarfile.open(fileobj=buffer, mode="w") as tar:
+        for member in sorted(archive.namelist()):
+            if member.startswith(prefix) and not member.endswith("/"):
+                data = archive.read(member)
+                info = tarfile.TarInfo(f"{chart}/{member[len(prefix):]}")
+                info.size, info.mode, info.mtime = len(data), 0o644, 0
+                tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(buffer.getvalue(), mtime=0)
 
 
 def read_file(name: str, path: str) -> str:
