@@ -138,6 +138,21 @@ class Cluster:
                 return None
             raise
 
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
+               grace_period_s: int | None = None) -> None:
+        resource = self.resource(api_version, kind)
+        query = [("gracePeriodSeconds", str(grace_period_s))] if grace_period_s is not None else []
+        self._request("DELETE", resource.path(name=name, namespace=namespace if resource.namespaced else None),
+                      query=query)
+
+    def patch(self, api_version: str, kind: str, name: str, namespace: str | None, patch: dict,
+              field_manager: str) -> dict:
+        """A strategic-merge patch under another field manager: how a hand-made `kubectl edit` looks."""
+        resource = self.resource(api_version, kind)
+        return self._request("PATCH", resource.path(name=name, namespace=namespace if resource.namespaced else None),
+                             body=patch, query=[("fieldManager", field_manager)],
+                             content_type="application/strategic-merge-patch+json")
+
     def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = "") -> list[dict]:
         resource = self.resource(api_version, kind)
         query = [("labelSelector", label_selector)] if label_selector else []
