@@ -127,6 +127,10 @@ class Cluster:
             raise ApiException(http_resp=response)
         return json.loads(response.data or b"{}")
 
+    def get_path(self, path: str, query: Iterable[tuple[str, str]] = ()) -> Any:
+        """GET of a raw API path, e.g. a Service proxy: /api/v1/namespaces/NS/services/NAME:PORT/proxy/..."""
+        return self._request("GET", path, query=query)
+
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict | None:
         from kubernetes.client.exceptions import ApiException
 
