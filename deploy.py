@@ -8,7 +8,7 @@ work with --limit platform | control_plane | worker.
 from pyinfra import host, state
 from pyinfra.operations import python
 
-from tasks import containerd, foundation, kubernetes, phases, platform, post_bootstrap
+from tasks import containerd, foundation, kubernetes, phases, platform, post_bootstrap, storage
 from tasks.settings import load_settings
 
 settings = load_settings(state.inventory)
@@ -37,6 +37,10 @@ control_plane_host = state.inventory.get_host(settings.control_plane.name)
 if is_node:
     containerd.deploy_runtime(settings, lab_secrets)
     kubernetes.enable_kubelet(kubernetes.install(settings))
+    if settings.storage_class == "nfs":
+        storage.nfs_client()
+if node.has_role("platform") and settings.storage_class == "nfs":
+    storage.nfs_server(settings)
 if node.has_role("control_plane"):
     kubernetes.configure_control_plane(settings)
     if kubernetes.init_control_plane(settings):

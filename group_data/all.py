@@ -73,6 +73,13 @@ artifacts = {
                      "checksums": ""},
     "cilium-chart": {"version": "1.20.2", "sha256": "", "url": "https://helm.cilium.io/cilium-{version}.tgz",
                      "checksums": ""},
+    # storage_class: local-path (default) or nfs; only the chosen one is downloaded and must be pinned.
+    "local-path-provisioner": {"version": "0.0.37", "sha256": "",
+                               "url": "https://raw.githubusercontent.com/rancher/local-path-provisioner/v{version}/deploy/local-path-storage.yaml",
+                               "checksums": ""},
+    "nfs-provisioner-chart": {"version": "4.0.18", "sha256": "",
+                              "url": _GITHUB + "/kubernetes-sigs/nfs-subdir-external-provisioner/releases/download/nfs-subdir-external-provisioner-{version}/nfs-subdir-external-provisioner-{version}.tgz",
+                              "checksums": ""},
 }
 # Base URL of a local mirror with the same layout as upstream (air-gapped installs); "" = upstream.
 artifact_mirror = ""

@@ -27,11 +27,11 @@ def _text(data: Any) -> str:
     return data.decode() if isinstance(data, (bytes, bytearray)) else str(data)
 
 
-def cni_release(settings: Settings, api_host: str, api_port: int) -> tuple[str, str, str, dict[str, Any]]:
-    """(artifact name, release, namespace, values) of the chosen CNI's chart."""
+def cni_release(settings: Settings, api_host: str, api_port: int) -> tuple[str, str, dict[str, Any]]:
+    """(release, namespace, values) of the chosen CNI's chart."""
     if settings.cni == "cilium":
         # kube-proxy stays (kubeadm installs it); Cilium takes pod addresses from the node's podCIDR.
-        return "cilium-chart", "cilium", "kube-system", {
+        return "cilium", "kube-system", {
             "ipam": {"mode": "kubernetes"}, "k8sServiceHost": api_host, "k8sServicePort": api_port,
             "operator": {"replicas": 1}, "kubeProxyReplacement": False,
             # Hubble's certificates made in the cluster by a Job, not by Helm at render time: a render
@@ -39,7 +39,7 @@ def cni_release(settings: Settings, api_host: str, api_port: int) -> tuple[str, 
             "hubble": {"tls": {"auto": {"method": "cronJob"}}},
         }
     # tigera-operator: one IP pool, exactly kubeadm's pod CIDR.
-    return "calico-chart", "calico", "tigera-operator", {
+    return "calico", "tigera-operator", {
         "installation": {"calicoNetwork": {"ipPools": [{
             "cidr": str(settings.pod_cidr), "encapsulation": "VXLANCrossSubnet", "natOutgoing": "Enabled",
             "nodeSelector": "all()"}]}},

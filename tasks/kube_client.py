@@ -169,6 +169,11 @@ class Cluster:
         from kubernetes.client.exceptions import ApiException
 
         kind, api_version, meta = obj["kind"], obj["apiVersion"], obj.get("metadata", {})
+        if kind == "Namespace" and not meta.get("labels"):
+            # An applied object with no field besides its name gets no managedFields entry; the next apply
+            # then records "before-first-apply" and counts as a change. One owned label prevents that.
+            meta = {**meta, "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}}
+            obj = {**obj, "metadata": meta}
         resource = self.resource(api_version, kind)
         default_namespace = namespace
         namespace = (meta.get("namespace") or default_namespace) if resource.namespaced else None

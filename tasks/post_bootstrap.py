@@ -3,7 +3,8 @@ cannot install itself, then hands everything else to Argo CD.
 
 Stages, in order (each idempotent: a rerun applies the same objects and reports them unchanged):
 0. the CNI (Calico's tigera-operator or Cilium, by `cni`) from its pinned Helm chart archive, rendered here
-   with Helm's engine; then every node must turn Ready within `node_ready_timeout_s`;
+   with Helm's engine; then every node must turn Ready within `node_ready_timeout_s`; then the default
+   StorageClass's provisioner (local-path, or NFS by `storage_class`);
 1. node labels and roles from the inventory;
 2. Argo CD from its pinned install manifest (sha256), by server-side apply; conflicts are forced here
    only, as Argo CD's docs prescribe (`--server-side --force-conflicts`: its CRDs are too big for the
@@ -27,7 +28,7 @@ import yaml
 from tasks.artifacts import mirror_path
 from tasks.helm_charts import cni_release, render_chart
 from tasks.kube_client import Applied, Cluster, ClusterError, load_manifests
-from tasks.settings import Settings
+from tasks.settings import CHOSEN_ARTIFACTS, Settings
 
 ARGOCD_NAMESPACE = "argocd"
 REPOSITORY_SECRET = "gitops-repo"
@@ -82,10 +83,7 @@ def node_label_patches(settings: Settings) -> list[dict]:
 
 
 def argocd_objects(manifest: str) -> list[dict]:
-    # The label is not decoration: an applied object with no field besides its name gets no managedFields
-    # entry, and the next apply then records "before-first-apply" and counts as a change.
-    objects = [{"apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": ARGOCD_NAMESPACE, "labels": {"app.kubernetes.io/managed-by": "gitops-lab"}}}]
+    objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ARGOCD_NAMESPACE}}]
     for obj in load_manifests(manifest):
         if obj["kind"] not in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "Namespace"):
             obj.setdefault("metadata", {}).setdefault("namespace", ARGOCD_NAMESPACE)
@@ -112,10 +110,17 @@ def root_application(gitops_repo_dir: Path) -> dict:
 
 def install_cni(cluster: Cluster, settings: Settings, chart: bytes, api_endpoint: str) -> list[Applied]:
     host, _, port = api_endpoint.rpartition(":")
-    _, release, namespace, values = cni_release(settings, host, int(port))
+    release, namespace, values = cni_release(settings, host, int(port))
     objects = render_chart(chart, values, release, namespace)
-    namespace_obj = {"apiVersion": "v1", "kind": "Namespace",
-                     "metadata": {"name": namespace, "labels": {"app.kubernetes.io/managed-by": "gitops-lab"}}}
+    namespace_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    return cluster.apply_all([namespace_obj, *objects], namespace=namespace)
+
+
+def install_storage(cluster: Cluster, settings: Settings, source: bytes) -> list[Applied]:
+    from tasks.storage import storage_objects
+
+    namespace, objects = storage_objects(settings, source)
+    namespace_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
     return cluster.apply_all([namespace_obj, *objects], namespace=namespace)
 
 
@@ -227,9 +232,11 @@ def run(settings: Settings, kubeconfig: Path, api_endpoint: str) -> Report:
 
     cluster = connect(kubeconfig)
     report = Report()
-    cni_chart = fetch_artifact(settings, cni_release(settings, "", 0)[0])
+    cni_chart = fetch_artifact(settings, CHOSEN_ARTIFACTS["cni"][settings.cni])
     report.applied += install_cni(cluster, settings, cni_chart, api_endpoint)
     cluster.wait_nodes_ready(kubernetes_nodes(settings), settings.node_ready_timeout_s)
+    storage = CHOSEN_ARTIFACTS["storage_class"][settings.storage_class]
+    report.applied += install_storage(cluster, settings, fetch_artifact(settings, storage))
     deploy_key = (settings.state_path / "argocd-deploy-key").read_text()
     with tempfile.TemporaryDirectory() as tmp:
         # Only argocd/root.yaml is read from it: the image tag does not matter here.

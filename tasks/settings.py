@@ -597,11 +597,26 @@ def _check_time(s: Settings) -> None:
 KUBERNETES_BINARIES = ("kubeadm", "kubelet", "kubectl")
 # What each phase downloads; a missing entry would only fail halfway through the deploy.
 REQUIRED_ARTIFACTS = ("containerd", "runc", "cni-plugins", *KUBERNETES_BINARIES, "argocd-install", "kubeseal")
-CNI_CHARTS = {"calico": "calico-chart", "cilium": "cilium-chart"}
+# Downloads that depend on a choice: only the chosen one is fetched (and must be pinned).
+CHOSEN_ARTIFACTS = {
+    "cni": {"calico": "calico-chart", "cilium": "cilium-chart"},
+    "storage_class": {"local-path": "local-path-provisioner", "nfs": "nfs-provisioner-chart"},
+}
+
+
+def unused_artifacts(choices: dict[str, str]) -> set[str]:
+    """Artifacts of the options not chosen (choices: setting -> value, e.g. {"cni": "cilium", ...})."""
+    return {artifact for key, options in CHOSEN_ARTIFACTS.items()
+            for option, artifact in options.items() if option != choices[key]}
+
+
+def _chosen(s: Settings) -> dict[str, str]:
+    return {"cni": s.cni, "storage_class": s.storage_class}
 
 
 def _check_kubernetes_artifacts(s: Settings) -> None:
-    for name in (*REQUIRED_ARTIFACTS, CNI_CHARTS[s.cni]):
+    chosen = [options[_chosen(s)[key]] for key, options in CHOSEN_ARTIFACTS.items()]
+    for name in (*REQUIRED_ARTIFACTS, *chosen):
         if name not in s.artifacts:
             raise SettingsError(f"artifacts.{name}", "is missing", "copy its entry from group_data/all.py of this repo")
     for name in KUBERNETES_BINARIES:
@@ -614,9 +629,10 @@ def _check_kubernetes_artifacts(s: Settings) -> None:
 def require_pinned_artifacts(settings: Settings) -> None:
     """A deploy never downloads an unpinned file. group_data ships versions and URLs; the sha256 of each
     upstream release file is filled in by tools/pin_artifacts.py (or by hand) before the first deploy."""
+    unused = unused_artifacts(_chosen(settings))
     for name, spec in settings.artifacts.items():
-        if name in CNI_CHARTS.values() and name != CNI_CHARTS[settings.cni]:
-            continue  # the other CNI's chart is never downloaded
+        if name in unused:
+            continue  # an option not chosen: never downloaded
         if not spec["sha256"]:
             raise SettingsError(
                 f"artifacts.{name}.sha256", f"{name} {spec['version']} is not pinned yet",

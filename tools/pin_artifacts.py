@@ -26,6 +26,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from tasks.artifacts import mirror_path  # noqa: E402
+from tasks.settings import CHOSEN_ARTIFACTS, unused_artifacts  # noqa: E402
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -91,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare only, change nothing")
     args = parser.parse_args(argv)
     data = runpy.run_path(str(args.group_data))
-    # The chart of the CNI not chosen is never downloaded: not pinned either.
-    unused = {"calico": "cilium-chart", "cilium": "calico-chart"}[data["cni"]]
-    artifacts = {name: spec for name, spec in data["artifacts"].items() if name != unused}
+    # Artifacts of options not chosen (the other CNI's chart, the other storage) are never downloaded.
+    unused = unused_artifacts({key: data[key] for key in CHOSEN_ARTIFACTS})
+    artifacts = {name: spec for name, spec in data["artifacts"].items() if name not in unused}
     try:
         pins = fetch_pins(artifacts, args.mirror, requests.Session())
     except PinError as exc:

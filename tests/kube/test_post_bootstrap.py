@@ -219,8 +219,8 @@ def test_cni_chart_is_rendered_with_helm_and_applied_then_unchanged(kube_api, se
 def test_calico_values_put_kubeadms_pod_cidr_in_the_ip_pool(settings):
     from tasks.helm_charts import cni_release
 
-    artifact, release, namespace, values = cni_release(replace(settings, cni="calico"), "198.51.100.11", 6443)
-    assert (artifact, release, namespace) == ("calico-chart", "calico", "tigera-operator")
+    release, namespace, values = cni_release(replace(settings, cni="calico"), "198.51.100.11", 6443)
+    assert (release, namespace) == ("calico", "tigera-operator")
     assert values["installation"]["calicoNetwork"]["ipPools"][0]["cidr"] == str(settings.pod_cidr)
 
 
@@ -258,3 +258,16 @@ def test_fetch_artifact_verifies_the_pin_and_refuses_a_changed_file(settings, ar
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_local_path_storage_is_installed_as_the_default_class(kube_api, settings):
+    from tests.validation.upstream import read_file
+
+    cluster = connect(kube_api.kubeconfig)
+    manifest = read_file("local-path-provisioner", "deploy/local-path-storage.yaml").encode()
+    first = post_bootstrap.install_storage(cluster, settings, manifest)
+    assert {"Deployment", "StorageClass", "ConfigMap"} <= {a.kind for a in first}
+    storage_class = cluster.get("storage.k8s.io/v1", "StorageClass", "local-path")
+    assert storage_class["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    again = post_bootstrap.install_storage(cluster, settings, manifest)
+    assert [str(a) for a in again if a.outcome != "unchanged"] == []

@@ -112,12 +112,20 @@ def _cilium_chart(version: str, _out: Path, target: Path) -> None:
     target.write_bytes(chart_archive("cilium", "install/kubernetes/cilium"))
 
 
-# Calico's chart has no source the Go module proxy serves: the local mirror leaves it out (the sandbox
-# inventory uses Cilium).
+def _local_path_provisioner(version: str, _out: Path, target: Path) -> None:
+    from tests.validation.upstream import SOURCES, read_file
+
+    assert SOURCES["local-path-provisioner"].version == f"v{version}"
+    target.write_text(read_file("local-path-provisioner", "deploy/local-path-storage.yaml"))
+
+
+# Calico's chart and the NFS provisioner's chart have no source the Go module proxy serves: the local
+# mirror leaves them out (the sandbox inventory uses Cilium and local-path).
 BUILDERS: dict[str, Callable[[str, Path, Path], None]] = {
     "containerd": _containerd, "runc": _runc, "cni-plugins": _cni_plugins,
     "kubeadm": _kube("kubeadm"), "kubelet": _kube("kubelet"), "kubectl": _kube("kubectl"),
     "argocd-install": _argocd_install, "kubeseal": _kubeseal, "cilium-chart": _cilium_chart,
+    "local-path-provisioner": _local_path_provisioner,
 }
 
 

@@ -216,3 +216,45 @@ def test_only_workers_without_kubelet_conf_join(settings):
     fresh = plan(kubernetes.join_worker, settings, settings.node("k8s-worker1"), facts={"File": None})
     assert fresh.names() == ["kubeadm join k8s-worker1 (token masked)"]
     assert plan(kubernetes.create_join_ticket, settings, [], host_name="k8s-master").ops == []
+
+
+# ------------------------------------------------------------------------------------------ storage
+
+
+def test_nfs_server_exports_to_the_node_network_and_republishes_only_on_change(settings):
+    from tasks import storage
+
+    nfs = replace(settings, storage_class="nfs")
+    line = storage.exports_line(nfs)
+    assert line == "/srv/nfs/kubernetes 198.51.100.0/24(rw,sync,no_subtree_check,no_root_squash)"
+    fresh = plan(storage.nfs_server, nfs, host_name="mini-pc", facts={
+        "DebPackages": {}, "Directory": None, "File": {"mode": 644}, "FindInFile": lambda **kw: [],
+        "SystemdStatus": {}, "SystemdEnabled": {}})
+    assert "exportfs -ra" in fresh.commands() and any("nfs-kernel-server" in c for c in fresh.commands())
+    converged = plan(storage.nfs_server, nfs, host_name="mini-pc", facts={
+        "DebPackages": {"nfs-kernel-server": ["1"]}, "Directory": {"mode": 755}, "File": {"mode": 644},
+        "FindInFile": lambda **kw: [line], "SystemdStatus": {"nfs-server.service": True},
+        "SystemdEnabled": {"nfs-server.service": True}})
+    assert converged.changing() == [], [op.name for op in converged.changing()]
+
+
+def test_local_path_storage_class_is_marked_default(settings):
+    from tasks import storage
+
+    manifest = ("apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: local-path\n"
+                "provisioner: rancher.io/local-path\n").encode()
+    namespace, objects = storage.storage_objects(settings, manifest)
+    assert namespace == "local-path-storage"
+    assert objects[0]["metadata"]["annotations"] == {storage.DEFAULT_CLASS: "true"}
+
+
+def test_only_the_chosen_options_downloads_must_be_pinned(settings):
+    from tasks.settings import SettingsError, require_pinned_artifacts, unused_artifacts
+
+    assert unused_artifacts({"cni": "cilium", "storage_class": "local-path"}) == {"calico-chart",
+                                                                                   "nfs-provisioner-chart"}
+    unpinned_calico = dict(settings.artifacts, **{"calico-chart": dict(settings.artifacts["calico-chart"], sha256="")})
+    require_pinned_artifacts(replace(settings, cni="cilium", artifacts=unpinned_calico))  # not chosen: fine
+    with pytest.raises(SettingsError) as err:
+        require_pinned_artifacts(replace(settings, cni="calico", artifacts=unpinned_calico))
+    assert "artifacts.calico-chart.sha256" in str(err.value)

@@ -48,6 +48,10 @@ SOURCES = {
         "github.com/bitnami-labs/sealed-secrets", "v0.40.0",
         "47a9508cf40e90a71e08691c461ac811e7b2ea18ec3142aba3ce0b973974d357",
         ("helm/sealed-secrets/crds/bitnami.com_sealedsecrets.yaml",)),
+    # The default StorageClass's provisioner (deploy/local-path-storage.yaml).
+    "local-path-provisioner": ModuleSource(
+        "github.com/rancher/local-path-provisioner", "v0.0.37",
+        "cb7f5255c208b75f0326e713371da43c54ac36ba59b09bc30ce0faba0d1375cf", ()),
     # The Cilium chart (install/kubernetes/cilium) for the CNI step of post-bootstrap; no CRDs of its own.
     "cilium": ModuleSource(
         "github.com/cilium/cilium", "v1.20.2", "8876f17c696b7bd0e629708df542ca2ec0c3bf5b158fafac5ebd9c250223d50f", ()),
