@@ -72,12 +72,13 @@ def replace_a_pod(cluster: Cluster, namespace: str, selector: str, timeout_s: fl
         raise ClusterError(f"no pod matches {selector} in {namespace}")
     victim = pods[0]
     owner = victim["metadata"]["ownerReferences"][0]["name"]
+    existing = {pod["metadata"]["uid"] for pod in pods}  # the victim's siblings are not replacements
     cluster.delete("v1", "Pod", victim["metadata"]["name"], namespace, grace_period_s=0)
 
     def replacement() -> str | None:
         for pod in cluster.list("v1", "Pod", namespace, selector):
             same_owner = pod["metadata"].get("ownerReferences", [{}])[0].get("name") == owner
-            if same_owner and pod["metadata"]["uid"] != victim["metadata"]["uid"] and \
+            if same_owner and pod["metadata"]["uid"] not in existing and \
                     not pod["metadata"].get("deletionTimestamp") and (_ready(pod) or not require_ready):
                 return pod["metadata"]["name"]
         return None
