@@ -150,10 +150,11 @@ class Cluster:
                       query=query)
 
     def patch(self, api_version: str, kind: str, name: str, namespace: str | None, patch: dict,
-              field_manager: str) -> dict:
+              field_manager: str, subresource: str = "") -> dict:
         """A strategic-merge patch under another field manager: how a hand-made `kubectl edit` looks."""
         resource = self.resource(api_version, kind)
-        return self._request("PATCH", resource.path(name=name, namespace=namespace if resource.namespaced else None),
+        path = resource.path(name=name, namespace=namespace if resource.namespaced else None)
+        return self._request("PATCH", f"{path}/{subresource}" if subresource else path,
                              body=patch, query=[("fieldManager", field_manager)],
                              content_type="application/strategic-merge-patch+json")
 

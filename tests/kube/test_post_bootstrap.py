@@ -271,3 +271,57 @@ def test_local_path_storage_is_installed_as_the_default_class(kube_api, settings
     assert storage_class["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
     again = post_bootstrap.install_storage(cluster, settings, manifest)
     assert [str(a) for a in again if a.outcome != "unchanged"] == []
+
+
+# ------------------------------------------------------------------------------------------ the whole step
+
+
+def mark_ready(cluster, name: str) -> None:
+    """A Node object with a Ready condition, as a kubelet would report it (no kubelet runs here)."""
+    cluster.apply({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+    cluster.patch("v1", "Node", name, None, {"status": {"conditions": [{
+        "type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test stand-in",
+        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}},
+        field_manager="test-kubelet", subresource="status")
+
+
+def test_the_whole_step_from_the_mirror_then_a_rerun_with_no_change(kube_api, sandbox_settings, artifact_mirror,
+                                                                    tmp_path, monkeypatch):
+    """post_bootstrap.run as deploy.py calls it: every source fetched over HTTP from the mirror and verified,
+    Cilium, nodes Ready, local-path, labels, Argo CD, repository Secret, root app; no webhook configured."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    from tasks.kube_client import Cluster
+
+    root, artifacts = artifact_mirror
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    shutil.copyfile(kube_api.kubeconfig, state / "kubeconfig")
+    (state / "argocd-deploy-key").write_text(fake_deploy_key())
+    settings = replace(sandbox_settings, artifacts=artifacts, state_dir=str(state),
+                       artifact_mirror=f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
+    # Argo CD's pods never run here: its rollout waits are the one thing replaced.
+    monkeypatch.setattr(Cluster, "wait_rolled_out", lambda self, kind, name, ns, timeout_s: None)
+    try:
+        cluster = connect(kube_api.kubeconfig)
+        for name in post_bootstrap.kubernetes_nodes(settings):
+            mark_ready(cluster, name)
+        endpoint = kube_api.server.removeprefix("https://")
+        first = post_bootstrap.run(settings, state / "kubeconfig", endpoint)
+        second = post_bootstrap.run(settings, state / "kubeconfig", endpoint)
+    finally:
+        server.shutdown()
+        server.server_close()
+    kinds = {a.kind for a in first.applied}
+    assert {"DaemonSet", "StorageClass", "CustomResourceDefinition", "Application", "Secret", "Node"} <= kinds
+    assert second.changed() == [], [str(a) for a in second.changed()]
+    assert any("Slack webhook: not sealed" in note and "SLACK_WEBHOOK_URL" in note for note in first.notes)
+    assert (state / "downloads").is_dir()
