@@ -96,6 +96,11 @@ api_server_extra_sans = []
 kubelet_fail_cgroup_v1 = True
 node_ready_timeout_s = 600
 
+# --- load tests (tests/acceptance runs k6 through the MetalLB VIP with these; README: Verifying)
+loadtest_peak_users = 50  # enough to push the frontend's HPA out on 4-8 GB workers
+loadtest_p95_ms = 800
+loadtest_error_rate = 0.01
+
 # --- platform host: GitLab CE and GitLab Runner from GitLab's official package repositories.
 # Versions are the November 2026 minor releases; check the release notes and bump deliberately.
 gitlab_version = "19.6.0"

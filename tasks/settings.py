@@ -91,6 +91,10 @@ SCHEMA: dict[str, Key] = {
     "api_server_extra_sans": Key("cluster", list, "extra names/addresses in the API server certificate"),
     "kubelet_fail_cgroup_v1": Key("cluster", bool, "kubelet refuses cgroup v1 hosts (Kubernetes 1.35+ default)"),
     "node_ready_timeout_s": Key("cluster", int, "how long the deploy waits for every node to be Ready"),
+    # load tests (tests/acceptance passes them to k6; the same names work as k6/Locust environment variables)
+    "loadtest_peak_users": Key("cluster", int, "virtual users at the top of the k6 ramp"),
+    "loadtest_p95_ms": Key("cluster", int, "p95 latency threshold of the load tests, in ms"),
+    "loadtest_error_rate": Key("cluster", (float, int), "highest failed-request rate the load tests accept (0-1)"),
     # platform host
     "state_dir": Key("cluster", str, "local folder for generated secrets of this inventory (git-ignored, 0700)"),
     "gitlab_version": Key("cluster", str, "GitLab CE package version (X.Y.Z)"),
@@ -160,6 +164,9 @@ class Settings:
     api_server_extra_sans: tuple[str, ...]
     kubelet_fail_cgroup_v1: bool
     node_ready_timeout_s: int
+    loadtest_peak_users: int
+    loadtest_p95_ms: int
+    loadtest_error_rate: float
     state_dir: str
     gitlab_version: str
     gitlab_runner_version: str
@@ -272,6 +279,9 @@ def build_settings(datas: dict[str, dict[str, Any]], roles: dict[str, tuple[str,
         api_server_extra_sans=tuple(_str_list(cluster, "api_server_extra_sans", allow_empty=True)),
         kubelet_fail_cgroup_v1=_required(cluster, "kubelet_fail_cgroup_v1"),
         node_ready_timeout_s=_int_range(cluster, "node_ready_timeout_s", 30, 3600),
+        loadtest_peak_users=_int_range(cluster, "loadtest_peak_users", 1, 5000),
+        loadtest_p95_ms=_int_range(cluster, "loadtest_p95_ms", 10, 60000),
+        loadtest_error_rate=_fraction(cluster, "loadtest_error_rate"),
         state_dir=_required(cluster, "state_dir"),
         gitlab_version=_version(cluster, "gitlab_version"),
         gitlab_runner_version=_version(cluster, "gitlab_runner_version"),
@@ -418,6 +428,13 @@ def _int_range(values: dict[str, Any], key: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise SettingsError(key, f"{value} is out of range", f"use a number from {low} to {high}")
     return value
+
+
+def _fraction(values: dict[str, Any], key: str) -> float:
+    value = _required(values, key)
+    if not 0 <= value < 1:
+        raise SettingsError(key, f"{value} is not a fraction below 1", "write it like 0.01 (one percent)")
+    return float(value)
 
 
 def _str_list(values: dict[str, Any], key: str, allow_empty: bool = False) -> list[str]:

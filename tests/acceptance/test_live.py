@@ -182,6 +182,9 @@ def test_the_hpa_scales_out_under_the_ramp_and_back_in(live, results):
             proc = subprocess.run([str(k6), "run", "--no-usage-report", "--quiet", "--out", f"csv={csv_path}",
                                    "-e", f"BASE_URL=http://{vip(settings)}", "-e",
                                    f"HOST_HEADER={settings.storefront_host_prod}",
+                                   "-e", f"PEAK_VUS={settings.loadtest_peak_users}",
+                                   "-e", f"P95_MS={settings.loadtest_p95_ms}",
+                                   "-e", f"ERROR_RATE={settings.loadtest_error_rate}",
                                    str(REPO / "files" / "loadtest" / "storefront.js")], capture_output=True, text=True)
             latency = {s["t"]: s for s in latency_samples_from_k6_csv(csv_path)}
         peak = max((s["replicas"] or 0) for s in samples)
