@@ -220,7 +220,7 @@ def _join(settings: Settings, node: Node) -> None:
 
 
 def workers_to_join(targets: list[Any]) -> list[str]:
-    return [t.name for t in targets if t.get_fact(File, path=KUBELET_CONF) is None]
+    return sorted(t.name for t in targets if t.get_fact(File, path=KUBELET_CONF) is None)
 
 
 @deploy("Phase 2: join token")

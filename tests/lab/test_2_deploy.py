@@ -51,3 +51,31 @@ def test_per_role_rerun_touches_only_that_role_and_changes_nothing(deployed, lab
     assert touched == expected
     assert results["totals"]["error"] == 0
     assert changed_operations(results) == []
+
+
+def test_with_an_existing_cluster_the_run_plans_kubeconfig_join_and_post_bootstrap(deployed, lab):
+    """The path the lab cannot reach for real (no control-plane images offline), planned by the real
+    deploy.py against the real hosts: with admin.conf present on the control plane, `--dry` plans no init,
+    the kubeconfig fetch, one join token for both workers, each worker's join, and the post-bootstrap step.
+    (A stand-in admin.conf, removed afterwards; --dry executes nothing.)"""
+    import json
+    import subprocess
+
+    from tests.conftest import PYINFRA, REPO, run_lab
+
+    admin = run_lab("ssh", "k8s-master", "install -m 600 /dev/null /etc/kubernetes/admin.conf")
+    assert admin.returncode == 0, admin.stderr
+    try:
+        proc = subprocess.run([PYINFRA, "-y", "--dry", "--json", "inventories/sandbox.py", "deploy.py"], cwd=REPO,
+                              capture_output=True, text=True, timeout=900)
+    finally:
+        run_lab("ssh", "k8s-master", "rm -f /etc/kubernetes/admin.conf")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    names = [name for op in json.loads(proc.stdout)["plan"] for name in op["names"]]
+    assert not any("kubeadm init" in n for n in names)
+    assert any("Admin kubeconfig" in n for n in names)
+    assert any("Join token for k8s-worker1, k8s-worker2 (masked)" in n for n in names), names
+    assert any("kubeadm join k8s-worker1 (token masked)" in n for n in names)
+    assert any("kubeadm join k8s-worker2 (token masked)" in n for n in names)
+    assert any("Post-bootstrap: CNI, nodes Ready, labels, Argo CD" in n for n in names)
+    assert "kubeadm init and join skipped" not in proc.stderr
