@@ -286,21 +286,26 @@ def apt_proxy_up() -> None:
     os.chmod(base / "log", 0o777)
     # No Remap-* lines: a plain caching proxy (the stock config answers "503 Host not found" here).
     (base / "conf" / "acng.conf").write_text("SupportDir: /usr/lib/apt-cacher-ng\nExThreshold: 4\n")
-    out = open(base / "out.log", "ab")
-    proc = subprocess.Popen(
+    start_on_bridge(
+        "apt-cacher-ng",
         ["/usr/sbin/apt-cacher-ng", "-c", str(base / "conf"), "ForeGround=1", f"CacheDir={base / 'cache'}",
          f"LogDir={base / 'log'}", f"SocketPath={base / 'socket'}", f"Port={APT_PROXY_PORT}",
          f"BindAddress={BRIDGE_ADDR}"],
-        stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-    )
+        APT_PROXY_PORT, pid_file, base / "out.log")
+
+
+def start_on_bridge(label: str, cmd: list[str], port: int, pid_file: Path, log_file: Path) -> None:
+    """Start a lab service in its own session, record its PID, and wait until it listens on the bridge."""
+    out = open(log_file, "ab")
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
     pid_file.write_text(str(proc.pid))
     for _ in range(50):
-        if port_open(BRIDGE_ADDR, APT_PROXY_PORT):
+        if port_open(BRIDGE_ADDR, port):
             return
         if proc.poll() is not None:
             break
         time.sleep(0.1)
-    raise LabError(f"apt-cacher-ng did not start on {BRIDGE_ADDR}:{APT_PROXY_PORT}; see {base / 'out.log'}")
+    raise LabError(f"{label} did not start on {BRIDGE_ADDR}:{port}; see {log_file}")
 
 
 def mirror_up() -> None:
@@ -312,19 +317,10 @@ def mirror_up() -> None:
     if not (mirror_dir / "artifacts.json").exists():
         log(f"artifact mirror not served: {mirror_dir} has no artifacts.json (build it: make mirror)")
         return
-    out = open(LAB_DIR / "mirror.log", "ab")
-    proc = subprocess.Popen(
+    start_on_bridge(
+        "the mirror server",
         [sys.executable, "-m", "http.server", "--bind", BRIDGE_ADDR, "--directory", str(mirror_dir), str(MIRROR_PORT)],
-        stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-    )
-    pid_file.write_text(str(proc.pid))
-    for _ in range(50):
-        if port_open(BRIDGE_ADDR, MIRROR_PORT):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise LabError(f"the mirror server did not start on {BRIDGE_ADDR}:{MIRROR_PORT}; see {LAB_DIR / 'mirror.log'}")
+        MIRROR_PORT, pid_file, LAB_DIR / "mirror.log")
 
 
 def stop_pid(pid_file: Path, must_contain: str, label: str, wait: float = STOP_WAIT_SECONDS) -> None:
