@@ -13,8 +13,6 @@ Processes are ours: started in their own session, stopped by PID (SIGTERM, then 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -29,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tasks.certificates import ensure_ca, ensure_server_cert
+from tests.processes import stop_process
 from tests.tools import kube_build
 
 START_TIMEOUT_S = 120
@@ -138,14 +137,7 @@ class ControlPlane:
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
-            proc = self.procs.pop(name)
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=5)
+            stop_process(self.procs.pop(name))
 
     # -------------------------------------------------------------- helpers
 

@@ -8,9 +8,7 @@ the rules are also unit-tested with Debian's promtool 2.42.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -23,6 +21,7 @@ import yaml
 
 from tests.conftest import REPO, unavailable
 from tests.observability.stack import alertmanager_config, write_rules_file
+from tests.processes import stop_process
 from tests.tools import ToolUnavailable, go_tool
 
 DEBIAN = {"promtool": "/usr/bin/promtool", "prometheus": "/usr/bin/prometheus"}
@@ -215,16 +214,6 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def wait_for(predicate, timeout: float, what: str, logs: list[Path]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -295,6 +284,6 @@ def test_both_user_alerts_reach_slack_and_resolve(repo, tmp_path):
         print(f"end-to-end: firing in Slack after {fired_after:.1f}s, resolved after {time.monotonic() - started:.1f}s")
     finally:
         for proc in processes:
-            stop(proc)
+            stop_process(proc)
         exporter.server.shutdown()
         sink.server.shutdown()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from tasks.inventory import InventoryError, hosts_from_terraform
 from tasks.settings import load_settings
 from tests.conftest import REPO, load_inventory, unavailable
+from tests.processes import stop_process
 from tests.tools import ToolUnavailable, go_tool
 
 TF = REPO / "terraform"
@@ -195,8 +195,7 @@ def libvirtd(tmp_path_factory):
         proc.kill()
         pytest.fail(f"libvirtd did not start:\n{(run / 'libvirtd.log').read_text()[-2000:]}")
     yield f"test+unix:///default?socket={socket}"
-    os.kill(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=20)
+    stop_process(proc, wait_s=20)
 
 
 def test_tofu_plan_against_libvirts_test_driver(tofu_env, libvirtd):
