@@ -102,6 +102,22 @@ def artifact_mirror():
 
 
 @pytest.fixture(scope="session")
+def served_mirror(artifact_mirror):
+    """The artifact mirror over HTTP on loopback (base URL), as the pin tool and post-bootstrap read one."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(artifact_mirror[0]))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
 def kube_api(tmp_path_factory):
     """A real control plane on loopback (etcd, kube-apiserver, kube-controller-manager at the cluster's
     release, built from source and cached): yields it; `.kubeconfig` is its admin kubeconfig."""

@@ -236,41 +236,15 @@ def test_nodes_that_never_turn_ready_stop_the_run_with_their_condition(kube_api)
 # ------------------------------------------------------------------------------------------ pinned sources
 
 
-def test_fetch_artifact_verifies_the_pin_and_refuses_a_changed_file(settings, artifact_mirror, tmp_path):
-    import functools
-    import http.server
-    import threading
-
-    root, artifacts = artifact_mirror
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        mirrored = replace(settings, artifacts=artifacts, artifact_mirror=f"http://127.0.0.1:{server.server_address[1]}",
-                           state_dir=str(tmp_path / "state"))
-        manifest = post_bootstrap.fetch_artifact(mirrored, "argocd-install")
-        assert b"kind: CustomResourceDefinition" in manifest
-        tampered = dict(artifacts, **{"argocd-install": dict(artifacts["argocd-install"], sha256="0" * 64)})
-        with pytest.raises(ClusterError) as err:
-            post_bootstrap.fetch_artifact(replace(mirrored, artifacts=tampered), "argocd-install")
-        assert "not the pinned" in str(err.value) and "refusing it" in str(err.value)
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_local_path_storage_is_installed_as_the_default_class(kube_api, settings):
-    from tests.validation.upstream import read_file
-
-    cluster = connect(kube_api.kubeconfig)
-    manifest = read_file("local-path-provisioner", "deploy/local-path-storage.yaml").encode()
-    first = post_bootstrap.install_storage(cluster, settings, manifest)
-    assert {"Deployment", "StorageClass", "ConfigMap"} <= {a.kind for a in first}
-    storage_class = cluster.get("storage.k8s.io/v1", "StorageClass", "local-path")
-    assert storage_class["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
-    again = post_bootstrap.install_storage(cluster, settings, manifest)
-    assert [str(a) for a in again if a.outcome != "unchanged"] == []
+def test_fetch_artifact_verifies_the_pin_and_refuses_a_changed_file(settings, artifact_mirror, served_mirror, tmp_path):
+    _, artifacts = artifact_mirror
+    mirrored = replace(settings, artifacts=artifacts, artifact_mirror=served_mirror, state_dir=str(tmp_path / "state"))
+    manifest = post_bootstrap.fetch_artifact(mirrored, "argocd-install")
+    assert b"kind: CustomResourceDefinition" in manifest
+    tampered = dict(artifacts, **{"argocd-install": dict(artifacts["argocd-install"], sha256="0" * 64)})
+    with pytest.raises(ClusterError) as err:
+        post_bootstrap.fetch_artifact(replace(mirrored, artifacts=tampered), "argocd-install")
+    assert "not the pinned" in str(err.value) and "refusing it" in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------ the whole step
@@ -286,40 +260,28 @@ def mark_ready(cluster, name: str) -> None:
 
 
 def test_the_whole_step_from_the_mirror_then_a_rerun_with_no_change(kube_api, sandbox_settings, artifact_mirror,
-                                                                    tmp_path, monkeypatch):
+                                                                    served_mirror, tmp_path, monkeypatch):
     """post_bootstrap.run as deploy.py calls it: every source fetched over HTTP from the mirror and verified,
     Cilium, nodes Ready, local-path, labels, Argo CD, repository Secret, root app; no webhook configured."""
-    import functools
-    import http.server
     import shutil
-    import threading
 
     from tasks.kube_client import Cluster
 
-    root, artifacts = artifact_mirror
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _, artifacts = artifact_mirror
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     shutil.copyfile(kube_api.kubeconfig, state / "kubeconfig")
     (state / "argocd-deploy-key").write_text(fake_deploy_key())
-    settings = replace(sandbox_settings, artifacts=artifacts, state_dir=str(state),
-                       artifact_mirror=f"http://127.0.0.1:{server.server_address[1]}")
+    settings = replace(sandbox_settings, artifacts=artifacts, state_dir=str(state), artifact_mirror=served_mirror)
     monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
     # Argo CD's pods never run here: its rollout waits are the one thing replaced.
     monkeypatch.setattr(Cluster, "wait_rolled_out", lambda self, kind, name, ns, timeout_s: None)
-    try:
-        cluster = connect(kube_api.kubeconfig)
-        for name in post_bootstrap.kubernetes_nodes(settings):
-            mark_ready(cluster, name)
-        endpoint = kube_api.server.removeprefix("https://")
-        first = post_bootstrap.run(settings, state / "kubeconfig", endpoint)
-        second = post_bootstrap.run(settings, state / "kubeconfig", endpoint)
-    finally:
-        server.shutdown()
-        server.server_close()
+    cluster = connect(kube_api.kubeconfig)
+    for name in post_bootstrap.kubernetes_nodes(settings):
+        mark_ready(cluster, name)
+    endpoint = kube_api.server.removeprefix("https://")
+    first = post_bootstrap.run(settings, state / "kubeconfig", endpoint)
+    second = post_bootstrap.run(settings, state / "kubeconfig", endpoint)
     kinds = {a.kind for a in first.applied}
     assert {"DaemonSet", "StorageClass", "CustomResourceDefinition", "Application", "Secret", "Node"} <= kinds
     assert second.changed() == [], [str(a) for a in second.changed()]

@@ -3,13 +3,10 @@ and tools/pin_artifacts.py reading the checksums from it over HTTP."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import shutil
 import subprocess
 import tarfile
-import threading
 
 import pytest
 
@@ -84,20 +81,6 @@ def test_a_rebuild_reuses_the_cache_and_gives_the_same_checksums(mirror):
     root, artifacts = mirror
     again = build_mirror(root)
     assert {n: a["sha256"] for n, a in again.items()} == {n: a["sha256"] for n, a in artifacts.items()}
-
-
-@pytest.fixture
-def served_mirror(mirror):
-    """The mirror over HTTP on loopback, as tools/pin_artifacts.py reads a real one."""
-    root, _ = mirror
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def test_pin_tool_writes_every_sha256_then_finds_nothing_to_change(served_mirror, mirror, tmp_path, capsys):
