@@ -278,16 +278,21 @@ def bootstrap_gitlab(gl, settings: Settings, state_path: Path, seed_token: str, 
     return created
 
 
+def gitlab_client(settings: Settings):
+    """GitLab's API on the platform host with the deploy's own token, trusting the lab CA."""
+    from tasks.gitlab_api import GitLab
+
+    return GitLab(f"https://{settings.platform.address}", deploy_api_token(settings.state_path),
+                  ca_file=str(settings.state_path / "pki" / "ca.crt"))
+
+
 def run_bootstrap(settings: Settings, lab_secrets: PlatformSecrets) -> None:
     """Runtime step (python.call) once GitLab is installed: bootstrap GitLab through its API, then write the
     runner's config.toml if the runner was registered just now (later runs manage it as a planned file)."""
     from pyinfra import logger
 
-    from tasks.gitlab_api import GitLab
-
-    token = deploy_api_token(settings.state_path)
-    gl = GitLab(f"https://{settings.platform.address}", token, ca_file=str(lab_secrets.ca.cert_path))
-    created = bootstrap_gitlab(gl, settings, settings.state_path, token, str(lab_secrets.ca.cert_path))
+    gl = gitlab_client(settings)
+    created = bootstrap_gitlab(gl, settings, settings.state_path, gl.token, str(lab_secrets.ca.cert_path))
     logger.info(f"    GitLab bootstrap: {', '.join(created) if created else 'nothing to change'}")
     if any(c.startswith("runner ") for c in created):
         config = runner_config(settings, settings.platform, host.get_fact(Cpus) or 1,

@@ -20,12 +20,11 @@ import base64
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import requests
 import yaml
 
-from tasks.artifacts import mirror_path
+from tasks import artifacts
 from tasks.helm_charts import cni_release, render_chart
 from tasks.kube_client import Applied, Cluster, ClusterError, load_manifests
 from tasks.settings import CHOSEN_ARTIFACTS, Settings
@@ -52,9 +51,8 @@ class Report:
 def fetch_artifact(settings: Settings, name: str) -> bytes:
     """A pinned artifact on this machine (the state folder caches it), verified by sha256 on every use."""
     spec = settings.artifacts[name]
-    url = spec["url"].format(version=spec["version"])
-    source = f"{settings.artifact_mirror}/{mirror_path(url)}" if settings.artifact_mirror else url
-    cached = settings.state_path / "downloads" / f"{name}-{spec['version']}-{Path(urlsplit(url).path).name}"
+    source = artifacts.source_url(settings, name)
+    cached = settings.state_path / "downloads" / f"{name}-{spec['version']}-{artifacts.file_name(settings, name)}"
     if cached.exists() and hashlib.sha256(cached.read_bytes()).hexdigest() == spec["sha256"]:
         return cached.read_bytes()
     try:
@@ -108,20 +106,22 @@ def root_application(gitops_repo_dir: Path) -> dict:
 # ------------------------------------------------------------------------------------------ steps
 
 
+def apply_into(cluster: Cluster, namespace: str, objects: list[dict]) -> list[Applied]:
+    """The namespace, then `objects`; a namespaced object that names no namespace lands in it."""
+    namespace_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    return cluster.apply_all([namespace_obj, *objects], namespace=namespace)
+
+
 def install_cni(cluster: Cluster, settings: Settings, chart: bytes, api_endpoint: str) -> list[Applied]:
     host, _, port = api_endpoint.rpartition(":")
     release, namespace, values = cni_release(settings, host, int(port))
-    objects = render_chart(chart, values, release, namespace)
-    namespace_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-    return cluster.apply_all([namespace_obj, *objects], namespace=namespace)
+    return apply_into(cluster, namespace, render_chart(chart, values, release, namespace))
 
 
 def install_storage(cluster: Cluster, settings: Settings, source: bytes) -> list[Applied]:
     from tasks.storage import storage_objects
 
-    namespace, objects = storage_objects(settings, source)
-    namespace_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-    return cluster.apply_all([namespace_obj, *objects], namespace=namespace)
+    return apply_into(cluster, *storage_objects(settings, source))
 
 
 def kubernetes_nodes(settings: Settings) -> list[str]:
@@ -174,11 +174,10 @@ def commit_sealed_webhook(settings: Settings, sealed: str) -> str:
     from urllib.parse import quote
 
     from tasks import sealing
-    from tasks.gitlab_api import GitLab, ensure_files_committed
-    from tasks.platform import deploy_api_token
+    from tasks.gitlab_api import ensure_files_committed
+    from tasks.platform import gitlab_client
 
-    gl = GitLab(f"https://{settings.platform.address}", deploy_api_token(settings.state_path),
-                ca_file=str(settings.state_path / "pki" / "ca.crt"))
+    gl = gitlab_client(settings)
     project = gl.get(f"/projects/{quote(f'{settings.gitlab_group}/gitops-repo', safe='')}")
     kustomization_path = f"{Path(sealing.SEALED_PATH).parent}/kustomization.yaml"
     current = gl.get(f"/projects/{project['id']}/repository/files/{quote(kustomization_path, safe='')}", ref="main")

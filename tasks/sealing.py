@@ -73,13 +73,17 @@ def sealing_stamp(url: str, certificate: bytes) -> str:
     return hashlib.sha256(url.encode() + b"\0" + certificate).hexdigest()
 
 
+def _stamp_file(settings: Settings) -> Path:
+    return settings.state_path / "slack-webhook.sealed-sha256"
+
+
 def needs_sealing(settings: Settings, url: str, certificate: bytes) -> bool:
-    stamp = settings.state_path / "slack-webhook.sealed-sha256"
+    stamp = _stamp_file(settings)
     return not stamp.exists() or stamp.read_text().strip() != sealing_stamp(url, certificate)
 
 
 def remember_sealing(settings: Settings, url: str, certificate: bytes) -> None:
-    stamp = settings.state_path / "slack-webhook.sealed-sha256"
+    stamp = _stamp_file(settings)
     stamp.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp.write_text(sealing_stamp(url, certificate) + "\n")
 

@@ -78,11 +78,9 @@ def test_argo_cd_reverts_a_hand_made_change(live, results):
 
 
 def _gitlab(settings):
-    from tasks.gitlab_api import GitLab
-    from tasks.platform import deploy_api_token
+    from tasks.platform import gitlab_client
 
-    gl = GitLab(f"https://{settings.platform.address}", deploy_api_token(settings.state_path),
-                ca_file=str(settings.state_path / "pki" / "ca.crt"))
+    gl = gitlab_client(settings)
     return gl, gl.get(f"/projects/{quote(f'{settings.gitlab_group}/gitops-repo', safe='')}")
 
 
