@@ -176,8 +176,7 @@ class Cluster:
             meta = {**meta, "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}}
             obj = {**obj, "metadata": meta}
         resource = self.resource(api_version, kind)
-        default_namespace = namespace
-        namespace = (meta.get("namespace") or default_namespace) if resource.namespaced else None
+        namespace = (meta.get("namespace") or namespace) if resource.namespaced else None
         path = resource.path(name=meta["name"], namespace=namespace)
         before = None if dry_run else self.get(api_version, kind, meta["name"], namespace)
         query = [("fieldManager", FIELD_MANAGER), ("fieldValidation", "Strict")]

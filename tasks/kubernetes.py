@@ -22,14 +22,13 @@ from typing import Any
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
-from pyinfra.context import ctx_state
 from pyinfra.facts.files import File
 from pyinfra.operations import files, python, server, systemd
 
 from tasks import artifacts
 from tasks.facts import ShellChecks
 from tasks.packages import ensure_packages
-from tasks.phases import announce_once
+from tasks.phases import announce_once, run_scoped
 from tasks.platform import render
 from tasks.settings import Node, Settings
 
@@ -184,10 +183,7 @@ class JoinTicket:
 
 
 def _tickets() -> dict[str, JoinTicket]:
-    current = ctx_state.get()
-    if not hasattr(current, "_gitops_lab_join"):
-        setattr(current, "_gitops_lab_join", {})
-    return current._gitops_lab_join
+    return run_scoped("join", dict)
 
 
 def _create_join_ticket(settings: Settings) -> None:

@@ -8,6 +8,8 @@ node of that graph, so everything before it (on any host) runs before everything
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from pyinfra import host, logger
 from pyinfra.api import operation
 from pyinfra.context import ctx_state
@@ -21,13 +23,19 @@ def barrier(phase: str):
     yield  # an operation is a generator, even one that yields no command
 
 
-def announce_once(key: str, message: str) -> None:
-    """Log a message once per run, although deploy.py runs once per host (remembered on this run's State)."""
+def run_scoped(name: str, factory: Callable[[], Any]) -> Any:
+    """A value shared by every host's pass through deploy.py in this run (kept on the run's State): what one
+    host's operations leave for another's, or what must happen once per run."""
     current = ctx_state.get()
-    said = getattr(current, "_gitops_lab_said", None)
-    if said is None:
-        said = set()
-        setattr(current, "_gitops_lab_said", said)
+    attribute = f"_gitops_lab_{name}"
+    if not hasattr(current, attribute):
+        setattr(current, attribute, factory())
+    return getattr(current, attribute)
+
+
+def announce_once(key: str, message: str) -> None:
+    """Log a message once per run, although deploy.py runs once per host."""
+    said = run_scoped("said", set)
     if key not in said:
         said.add(key)
         logger.warning(message)

@@ -186,8 +186,16 @@ def test_refused_credentials_are_one_line(kube_api, tmp_path):
     assert "refused the credentials" in str(err.value) and "(401)" in str(err.value)
 
 
-def test_argo_cd_source_is_the_pinned_module_zip():
-    assert SOURCES["argo-cd"].version == "v3.6.1"
+def test_what_these_tests_apply_is_what_the_deploy_downloads(sandbox_settings):
+    """Argo CD's manifest, kubeseal and the Cilium and local-path sources tested here are taken from pinned
+    module zips: their versions must be the ones group_data pins for the deploy."""
+    from tests.tools import SOURCE_BUILDS
+
+    pinned = {name: f"v{spec['version']}" for name, spec in sandbox_settings.artifacts.items()}
+    assert SOURCES["argo-cd"].version == pinned["argocd-install"]
+    assert SOURCES["cilium"].version == pinned["cilium-chart"]
+    assert SOURCES["local-path-provisioner"].version == pinned["local-path-provisioner"]
+    assert SOURCE_BUILDS["kubeseal"][1] == pinned["kubeseal"]
 
 
 # ------------------------------------------------------------------------------------------ CNI (Helm)
