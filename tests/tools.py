@@ -126,28 +126,30 @@ def kube_version() -> str:
 
 
 def kube_build(names: list[str]) -> dict[str, Path]:
-    """Paths of the named components (KUBE_COMMANDS). A missing one is built together with every other
-    missing component in one `go build`: they share most packages, so one build is much cheaper than several."""
+    """Paths of the named components (KUBE_COMMANDS). When one is missing, every missing component is built
+    in one `go build`: they share most packages, so one build is much cheaper than several."""
     version = kube_version()
     out = CACHE / "bin" / f"kubernetes-{version}"
     wanted = {name: out / name for name in names}
-    missing = [name for name in KUBE_COMMANDS if not (out / name).exists()] if any(
-        not path.exists() for path in wanted.values()) else []
-    if missing:
-        major, minor = version.lstrip("v").split(".")[:2]
-        stamp = " ".join(f"-X k8s.io/component-base/version.{k}={v}" for k, v in {
-            "gitVersion": version, "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean",
-            "buildDate": "1970-01-01T00:00:00Z"}.items())
-        started = time.monotonic()
-        build_dir = CACHE / "kube-build"
-        build_dir.mkdir(parents=True, exist_ok=True)
-        _run([_go(), "build", "-ldflags", f"-s -w {stamp}", "-o", str(build_dir) + "/",
-              *[KUBE_COMMANDS[n] for n in missing]], go_env(), cwd=KUBE_MODULE_DIR)
-        out.mkdir(parents=True, exist_ok=True)
-        for name in missing:
-            # go build names a binary after its package path, skipping a major-version suffix (/v3)
-            parts = KUBE_COMMANDS[name].split("/")
-            built = parts[-2] if parts[-1][0] == "v" and parts[-1][1:].isdigit() else parts[-1]
-            (build_dir / built).rename(out / name)
-        BUILD_TIMES[f"build {', '.join(missing)} {version}"] = time.monotonic() - started
+    if not all(path.exists() for path in wanted.values()):
+        _build_kube([name for name in KUBE_COMMANDS if not (out / name).exists()], version, out)
     return wanted
+
+
+def _build_kube(names: list[str], version: str, out: Path) -> None:
+    major, minor = version.lstrip("v").split(".")[:2]
+    stamp = " ".join(f"-X k8s.io/component-base/version.{k}={v}" for k, v in {
+        "gitVersion": version, "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z"}.items())
+    started = time.monotonic()
+    build_dir = CACHE / "kube-build"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    _run([_go(), "build", "-ldflags", f"-s -w {stamp}", "-o", str(build_dir) + "/",
+          *[KUBE_COMMANDS[n] for n in names]], go_env(), cwd=KUBE_MODULE_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        # go build names a binary after its package path, skipping a major-version suffix (/v3)
+        parts = KUBE_COMMANDS[name].split("/")
+        built = parts[-2] if parts[-1][0] == "v" and parts[-1][1:].isdigit() else parts[-1]
+        (build_dir / built).rename(out / name)
+    BUILD_TIMES[f"build {', '.join(names)} {version}"] = time.monotonic() - started
