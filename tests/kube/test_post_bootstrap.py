@@ -255,6 +255,19 @@ def test_fetch_artifact_verifies_the_pin_and_refuses_a_changed_file(settings, ar
     assert "not the pinned" in str(err.value) and "refusing it" in str(err.value)
 
 
+def test_local_path_storage_is_installed_as_the_default_class(kube_api, settings):
+    from tests.validation.upstream import read_file
+
+    cluster = connect(kube_api.kubeconfig)
+    manifest = read_file("local-path-provisioner", "deploy/local-path-storage.yaml").encode()
+    first = post_bootstrap.install_storage(cluster, settings, manifest)
+    assert {"Deployment", "StorageClass", "ConfigMap"} <= {a.kind for a in first}
+    storage_class = cluster.get("storage.k8s.io/v1", "StorageClass", "local-path")
+    assert storage_class["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    again = post_bootstrap.install_storage(cluster, settings, manifest)
+    assert [str(a) for a in again if a.outcome != "unchanged"] == []
+
+
 # ------------------------------------------------------------------------------------------ the whole step
 
 
