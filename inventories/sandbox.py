@@ -1,21 +1,16 @@
-"""Sandbox inventory: the four local lab hosts that `python3 tests/lab/lab.py up` runs on this machine.
+"""Sandbox inventory: the local lab hosts that `python3 -m tools.lab up` runs on this machine (four; more
+workers with LAB_WORKERS, e.g. `LAB_WORKERS=8 make lab`).
 
 Same roles and host names as inventories/lab.py, on the private lab bridge 198.51.100.0/24 (the bridge
 itself is .1). The lab tool reads this file to know which machines to create, so the two never disagree.
 """
 
-import json
-import os
-from pathlib import Path
-
 from tasks.inventory import node
-
-# The lab tool keeps its state (base image, machines, SSH key) here; the SSH key is how pyinfra logs in.
-LAB_DIR = os.environ.get("LAB_DIR", "/var/tmp/gitops-lab")
+from tools.lab.constants import CACHE, MIRROR_DIR, MIRROR_URL, SSH_KEY, lab_workers
 
 _ssh = {
     "ssh_user": "root",
-    "ssh_key": f"{LAB_DIR}/ssh/id_ed25519",
+    "ssh_key": str(SSH_KEY),
     # The lab recreates host keys whenever a machine is rebuilt; trusting them blindly is fine on a
     # private bridge on this machine, and never done in inventories/lab.py.
     "ssh_known_hosts_file": "/dev/null",
@@ -25,17 +20,7 @@ _ssh = {
 
 platform = [node("mini-pc", "198.51.100.10", **_ssh)]
 control_plane = [node("k8s-master", "198.51.100.11", **_ssh)]
-worker = [
-    node("k8s-worker1", "198.51.100.12", **_ssh),
-    node("k8s-worker2", "198.51.100.13", **_ssh),
-]
-
-# The artifact mirror the lab tool serves on the bridge (built by `make mirror`). Its files are built from
-# source, so their sha256s are the mirror's own (artifacts.json), not upstream's.
-MIRROR_DIR = Path(os.environ.get("LAB_MIRROR_DIR", Path(os.environ.get(
-    "GITOPS_LAB_CACHE", Path.home() / ".cache" / "gitops-lab")) / "mirror"))
-_mirror_pins = MIRROR_DIR / "artifacts.json"
-_artifacts = {"artifacts": json.loads(_mirror_pins.read_text())} if _mirror_pins.exists() else {}
+worker = [node(f"k8s-worker{i}", f"198.51.100.{11 + i}", **_ssh) for i in range(1, lab_workers() + 1)]
 
 # Group-wide overrides for the sandbox: the lab network instead of the example 192.168.10.0/24.
 sandbox = (
@@ -46,9 +31,79 @@ sandbox = (
         "state_dir": "state/sandbox",
         # No package source is reachable from the lab: GitLab and the runner are skipped, with the reason.
         "gitlab_package_source": "",
-        "artifact_mirror": "http://198.51.100.1:8088",
+        # The artifact mirror the lab tool serves on the bridge (built by `make mirror`). Its files are built
+        # from source, so their sha256s are the mirror's own lock, not upstream's.
+        "artifact_mirror": MIRROR_URL,
+        "artifacts_lock": str(MIRROR_DIR / "artifacts.json"),
         # Cilium's chart is in its Go module, so the local mirror can hold it; Calico's chart is not.
         "cni": "cilium",
-        **_artifacts,
+        # Air-gapped, like an on-prem site without internet: every image comes from registry.local (the lab
+        # tool's stand-in for GitLab's registry), built here from source; hence the lab's own digests.
+        "image_mirror_project": "mirror",
+        "images_lock": str(CACHE / "images" / "images.lock.json"),
+        # ---- lab only: the hosts are containers on this machine (cgroup v1; fewer capabilities)
+        # The machine boots cgroup v1, which kubelet 1.35+ refuses unless told; kubeadm's preflight then fails
+        # its SystemVerification check for the same reason, and only for it.
+        "kubelet_fail_cgroup_v1": False,
+        "kubeadm_ignore_preflight_errors": ["SystemVerification"],
+        # The hosts' disks are this machine's disk, shared with its caches and builds: its free percentage
+        # says nothing about the lab, and the kubelet's 10-15 % defaults tainted the nodes (disk-pressure)
+        # on a machine with 37 GiB free. Absolute amounts instead.
+        "kubelet_eviction_hard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "2Gi",
+            "nodefs.inodesFree": "5%",
+            "imagefs.available": "2Gi",
+            "imagefs.inodesFree": "5%",
+        },
+        "cni_values": {
+            # This machine's bounding set lacks IPC_LOCK, SYS_MODULE, SYS_RESOURCE and SYSLOG, so runc refuses
+            # the chart's default capability lists; the agent runs without them here.
+            "securityContext": {
+                "capabilities": {
+                    "ciliumAgent": [
+                        "CHOWN",
+                        "KILL",
+                        "NET_ADMIN",
+                        "NET_RAW",
+                        "SYS_ADMIN",
+                        "DAC_OVERRIDE",
+                        "FOWNER",
+                        "SETGID",
+                        "SETUID",
+                    ],
+                    "cleanCiliumState": ["NET_ADMIN", "SYS_ADMIN"],
+                }
+            },
+            # Envoy (C++) cannot be built here: no L7 policies in the lab. Hubble's TLS needs cilium/certgen,
+            # which the module proxy does not serve: Hubble is off in the lab.
+            "envoy": {"enabled": False},
+            "hubble": {"enabled": False},
+        },
+        # Argo CD from source (tools/images.py). Its install.yaml names Redis 8.10.1, which cannot be built
+        # here: Debian's Redis 8.0.2 runs instead, named as what it is. Dex (SSO) is not served by the Go
+        # module proxy: the lab's Argo CD runs without it, as installs without SSO do.
+        "image_overrides": {"argocd-redis": "docker.io/library/redis:8.0.2"},
+        "argocd_dex": False,
+        # What Argo CD cannot run in the offline lab yet, each with its reason (docs/lab.md, "The lab's app set").
+        "gitops_apps_left_out": {
+            **dict.fromkeys(
+                (
+                    "sealed-secrets",
+                    "metallb",
+                    "metrics-server",
+                    "ingress-nginx",
+                    "kube-prometheus-stack",
+                    "loki",
+                    "promtail",
+                ),
+                "its Helm chart repository is not reachable from the offline lab, and no chart mirror serves it",
+            ),
+            "metallb-config": "needs MetalLB's CRDs, and MetalLB is left out",
+            "argocd-ingress": "no ingress controller runs in the lab yet (ingress-nginx is left out)",
+            "boutique-monitoring": "needs kube-prometheus-stack's CRDs (PrometheusRule), which is left out",
+            "boutique-dev": "its images come from app-repo's pipeline, which needs GitLab (not installable offline)",
+            "boutique-prod": "its images come from app-repo's pipeline, which needs GitLab (not installable offline)",
+        },
     },
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pyinfra.api import FactBase, QuoteString, StringCommand
+from pyinfra.context import ContextObject, ctx_host
 
 
 class ContainerType(FactBase[str]):
@@ -55,12 +56,14 @@ class Ipv4Interfaces(FactBase[list]):
             if "inet" not in fields:
                 continue
             address, _, prefix = fields[fields.index("inet") + 1].partition("/")
-            result.append({
-                "interface": fields[1].rstrip(":"),
-                "address": address,
-                "prefix": int(prefix or 32),
-                "dynamic": "dynamic" in fields,
-            })
+            result.append(
+                {
+                    "interface": fields[1].rstrip(":"),
+                    "address": address,
+                    "prefix": int(prefix or 32),
+                    "dynamic": "dynamic" in fields,
+                }
+            )
         return result
 
 
@@ -82,3 +85,21 @@ class ShellChecks(FactBase[dict]):
             if name:
                 result[name] = answer == "yes"
         return result
+
+
+def snapshot(fact: type[FactBase], target: Any = None, **kwargs: Any) -> Any:
+    """A fact as it was when this run began planning, read once per host and run however often the deploy's
+    own code asks (pyinfra reads a fact anew on every call: right inside operations, which run after earlier
+    changes, but a repeated remote command at planning time, where nothing has changed yet).
+
+    Kept on the host object, which lives for one run."""
+    # The host itself, not pyinfra's proxy (which stands for whichever host is current).
+    if target is None:
+        target = ctx_host.get()
+    elif isinstance(target, ContextObject):
+        target = target._get_module()
+    cache: dict[tuple, Any] = target.__dict__.setdefault("_gitops_lab_fact_snapshots", {})
+    key = (fact.__name__, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+    if key not in cache:
+        cache[key] = target.get_fact(fact, **kwargs)
+    return cache[key]

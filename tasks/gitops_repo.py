@@ -8,21 +8,28 @@ the real lab and the sandbox get repositories that differ only in those values.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from tasks.settings import Settings
+from tasks.templating import render_tree
 
 SOURCE = Path(__file__).resolve().parent.parent / "files" / "gitops-repo"
 
 # Online Boutique services built by app-repo CI (image name = service name).
 BUILT_SERVICES = [
-    "adservice", "cartservice", "checkoutservice", "currencyservice", "emailservice", "frontend",
-    "loadgenerator", "paymentservice", "productcatalogservice", "recommendationservice", "shippingservice",
+    "adservice",
+    "cartservice",
+    "checkoutservice",
+    "currencyservice",
+    "emailservice",
+    "frontend",
+    "loadgenerator",
+    "paymentservice",
+    "productcatalogservice",
+    "recommendationservice",
+    "shippingservice",
 ]
 # redis-cart runs the upstream redis image, mirrored into the private registry by CI at this pinned tag.
 REDIS_TAG = "7.4-alpine"
@@ -37,7 +44,11 @@ PROD_HPA = {
     "recommendationservice": {"min": 2, "max": 5},
 }
 PROD_REPLICAS = {
-    "adservice": 1, "checkoutservice": 2, "emailservice": 1, "paymentservice": 2, "redis-cart": 1,
+    "adservice": 1,
+    "checkoutservice": 2,
+    "emailservice": 1,
+    "paymentservice": 2,
+    "redis-cart": 1,
     "shippingservice": 2,
 }
 
@@ -56,24 +67,69 @@ class PlatformApp:
 
 # Pinned charts, in sync-wave order. Versions are bumped deliberately (README: "Bumping a chart").
 PLATFORM_APPS = [
-    PlatformApp("sealed-secrets", "kube-system", -5, "https://bitnami-labs.github.io/sealed-secrets",
-                "sealed-secrets", "2.19.3"),
-    PlatformApp("metallb", "metallb-system", -5, "https://metallb.github.io/metallb", "metallb", "0.16.1",
-                privileged_namespace=True),
+    PlatformApp(
+        "sealed-secrets", "kube-system", -5, "https://bitnami-labs.github.io/sealed-secrets", "sealed-secrets", "2.19.3"
+    ),
+    PlatformApp(
+        "metallb",
+        "metallb-system",
+        -5,
+        "https://metallb.github.io/metallb",
+        "metallb",
+        "0.16.1",
+        privileged_namespace=True,
+    ),
     PlatformApp("metallb-config", "metallb-system", -4),
-    PlatformApp("metrics-server", "kube-system", -4, "https://kubernetes-sigs.github.io/metrics-server/",
-                "metrics-server", "3.13.0"),
-    PlatformApp("ingress-nginx", "ingress-nginx", -3, "https://kubernetes.github.io/ingress-nginx",
-                "ingress-nginx", "4.15.1"),
+    PlatformApp(
+        "metrics-server",
+        "kube-system",
+        -4,
+        "https://kubernetes-sigs.github.io/metrics-server/",
+        "metrics-server",
+        "3.13.0",
+    ),
+    PlatformApp(
+        "ingress-nginx", "ingress-nginx", -3, "https://kubernetes.github.io/ingress-nginx", "ingress-nginx", "4.15.1"
+    ),
     PlatformApp("argocd-ingress", "argocd", -2),
-    PlatformApp("kube-prometheus-stack", "monitoring", -2, "https://prometheus-community.github.io/helm-charts",
-                "kube-prometheus-stack", "88.5.0", server_side=True, privileged_namespace=True),
+    PlatformApp(
+        "kube-prometheus-stack",
+        "monitoring",
+        -2,
+        "https://prometheus-community.github.io/helm-charts",
+        "kube-prometheus-stack",
+        "88.5.0",
+        server_side=True,
+        privileged_namespace=True,
+    ),
     PlatformApp("boutique-monitoring", "monitoring", -1),
-    PlatformApp("loki", "monitoring", -1, "https://grafana-community.github.io/helm-charts", "loki", "18.12.0",
-                privileged_namespace=True),
-    PlatformApp("promtail", "monitoring", 0, "https://grafana.github.io/helm-charts", "promtail", "6.17.1",
-                privileged_namespace=True),
+    PlatformApp(
+        "loki",
+        "monitoring",
+        -1,
+        "https://grafana-community.github.io/helm-charts",
+        "loki",
+        "18.12.0",
+        privileged_namespace=True,
+    ),
+    PlatformApp(
+        "promtail",
+        "monitoring",
+        0,
+        "https://grafana.github.io/helm-charts",
+        "promtail",
+        "6.17.1",
+        privileged_namespace=True,
+    ),
 ]
+
+
+BOUTIQUE_ENVS = ("dev", "prod")
+
+
+def application_names() -> list[str]:
+    """Every Application the root app manages (argocd/apps): the platform's, then Online Boutique's."""
+    return [app.name for app in PLATFORM_APPS] + [f"boutique-{env}" for env in BOUTIQUE_ENVS]
 
 
 def gitops_repo_url(settings: Settings) -> str:
@@ -106,7 +162,8 @@ def render_context(settings: Settings, image_tag: str) -> dict[str, Any]:
         "hpa": PROD_HPA,
         "prod_replicas": PROD_REPLICAS,
         "pdb_services": sorted([s for s, n in PROD_REPLICAS.items() if n > 1] + list(PROD_HPA)),
-        "platform_apps": [asdict(app) for app in PLATFORM_APPS],
+        "platform_apps": [asdict(app) for app in PLATFORM_APPS if app.name not in settings.gitops_apps_left_out],
+        "boutique_envs": [env for env in BOUTIQUE_ENVS if f"boutique-{env}" not in settings.gitops_apps_left_out],
         "platform_namespaces": sorted({app.namespace for app in PLATFORM_APPS}),
     }
 
@@ -116,19 +173,4 @@ def render_gitops_repo(settings: Settings, dest: Path, image_tag: str, source: P
 
     image_tag: the app-repo commit the overlays start from (the first pipeline builds exactly that commit).
     """
-    if dest.exists():
-        shutil.rmtree(dest)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(source)), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    context = render_context(settings, image_tag)
-    for path in sorted(source.rglob("*")):
-        if path.is_dir():
-            continue
-        rel = path.relative_to(source)
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".j2":
-            target.with_suffix("").write_text(env.get_template(rel.as_posix()).render(**context))
-        else:
-            shutil.copyfile(path, target)
-    return dest
+    return render_tree(source, dest, render_context(settings, image_tag))

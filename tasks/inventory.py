@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 
@@ -30,13 +32,13 @@ def hosts_from_terraform(path: str) -> dict[str, list[tuple[str, dict[str, Any]]
     Reads the `inventory` output: {role: [{name, address, ssh_user}]}. Both the full `output -json` file and
     `output -json inventory` (just the value) are accepted.
     """
-    import json
-    from pathlib import Path
 
     file = Path(path)
     if not file.exists():
-        raise InventoryError(f"Terraform output file {path} (LAB_TERRAFORM_OUTPUT) does not exist: run "
-                             "`tofu -chdir=terraform output -json > lab-hosts.json`, or unset LAB_TERRAFORM_OUTPUT")
+        raise InventoryError(
+            f"Terraform output file {path} (LAB_TERRAFORM_OUTPUT) does not exist: run "
+            "`tofu -chdir=terraform output -json > lab-hosts.json`, or unset LAB_TERRAFORM_OUTPUT"
+        )
     try:
         data = json.loads(file.read_text())
     except ValueError as exc:
@@ -44,8 +46,10 @@ def hosts_from_terraform(path: str) -> dict[str, list[tuple[str, dict[str, Any]]
     if isinstance(data, dict) and "inventory" in data:
         data = data["inventory"].get("value") if isinstance(data["inventory"], dict) else None
     if not isinstance(data, dict) or not all(isinstance(data.get(role), list) for role in ROLE_GROUPS):
-        raise InventoryError(f"Terraform output file {path} has no `inventory` output with the lists "
-                             f"{', '.join(ROLE_GROUPS)}: is it the output of this repository's terraform/?")
+        raise InventoryError(
+            f"Terraform output file {path} has no `inventory` output with the lists "
+            f"{', '.join(ROLE_GROUPS)}: is it the output of this repository's terraform/?"
+        )
     groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for role in ROLE_GROUPS:
         entries = []
@@ -56,3 +60,15 @@ def hosts_from_terraform(path: str) -> dict[str, list[tuple[str, dict[str, Any]]
             entries.append(node(host["name"], host["address"], **extra))
         groups[role] = entries
     return groups
+
+
+def load(path: str | Path, data: dict[str, Any] | None = None) -> Any:
+    """The Inventory pyinfra's CLI would build from an inventory file and group_data, without connecting
+    (for tools and tests that read settings outside a deploy); `data` as the CLI's --data would give it."""
+    from pyinfra.api import State
+    from pyinfra.context import ctx_state
+    from pyinfra_cli.inventory import make_inventory  # the CLI's loader: imported only where it is used
+
+    repo = Path(__file__).resolve().parent.parent
+    with ctx_state.use(State()):
+        return make_inventory(str(path), override_data=data, cwd=str(repo))

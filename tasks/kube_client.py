@@ -15,9 +15,10 @@ import base64
 import datetime as dt
 import json
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import yaml
 
@@ -52,37 +53,47 @@ def _client_cert_expiry(kubeconfig: dict) -> dt.datetime | None:
     return x509.load_pem_x509_certificate(base64.b64decode(data)).not_valid_after_utc
 
 
-def connect(kubeconfig: Path, request_timeout: float = 10) -> "Cluster":
+def connect(kubeconfig: Path, request_timeout: float = 10) -> Cluster:
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError, SSLError
 
     if not kubeconfig.exists():
-        raise ClusterError(f"no kubeconfig at {kubeconfig}: phase 2 writes it after kubeadm init; run the deploy "
-                           "with the control plane included, or check state_dir")
+        raise ClusterError(
+            f"no kubeconfig at {kubeconfig}: phase 2 writes it after kubeadm init; run the deploy "
+            "with the control plane included, or check state_dir"
+        )
     try:
         raw = yaml.safe_load(kubeconfig.read_text()) or {}
         expiry = _client_cert_expiry(raw)
     except (yaml.YAMLError, ValueError, KeyError, TypeError) as exc:
         raise ClusterError(f"{kubeconfig} is not a usable kubeconfig ({exc}): delete it and rerun phase 2") from None
-    if expiry and expiry < dt.datetime.now(dt.timezone.utc):
-        raise ClusterError(f"the client certificate in {kubeconfig} expired on {expiry:%Y-%m-%d %H:%M} UTC: run "
-                           "`kubeadm certs renew admin.conf` on the control plane, then rerun phase 2 to fetch it")
+    if expiry and expiry < dt.datetime.now(dt.UTC):
+        raise ClusterError(
+            f"the client certificate in {kubeconfig} expired on {expiry:%Y-%m-%d %H:%M} UTC: run "
+            "`kubeadm certs renew admin.conf` on the control plane, then rerun phase 2 to fetch it"
+        )
     api = config.new_client_from_config(config_file=str(kubeconfig))
     server = api.configuration.host
     try:
         client.VersionApi(api).get_code(_request_timeout=request_timeout)
     except SSLError as exc:
-        raise ClusterError(f"TLS with the API server at {server} failed ({_reason(exc)}): check the clocks "
-                           "(chronyc tracking) and that the kubeconfig belongs to this cluster") from None
+        raise ClusterError(
+            f"TLS with the API server at {server} failed ({_reason(exc)}): check the clocks "
+            "(chronyc tracking) and that the kubeconfig belongs to this cluster"
+        ) from None
     except HTTPError as exc:
-        raise ClusterError(f"cannot reach the API server at {server} ({_reason(exc)}): check that the control "
-                           "plane is up (systemctl status kubelet; crictl ps) and reachable from this machine on "
-                           "that address") from None
+        raise ClusterError(
+            f"cannot reach the API server at {server} ({_reason(exc)}): check that the control "
+            "plane is up (systemctl status kubelet; crictl ps) and reachable from this machine on "
+            "that address"
+        ) from None
     except ApiException as exc:
         if exc.status in (401, 403):
-            raise ClusterError(f"the API server at {server} refused the credentials in {kubeconfig} "
-                               f"({exc.status}): fetch the kubeconfig again (rerun phase 2)") from None
+            raise ClusterError(
+                f"the API server at {server} refused the credentials in {kubeconfig} "
+                f"({exc.status}): fetch the kubeconfig again (rerun phase 2)"
+            ) from None
         raise ClusterError(f"the API server at {server} answered {exc.status} {exc.reason}") from None
     return Cluster(api)
 
@@ -111,16 +122,28 @@ class Cluster:
             try:
                 return self.dynamic.resources.get(api_version=api_version, kind=kind)
             except ResourceNotFoundError:
-                raise ClusterError(f"the API server does not serve {kind} ({api_version}): is its CRD installed "
-                                   "and Established?") from None
+                raise ClusterError(
+                    f"the API server does not serve {kind} ({api_version}): is its CRD installed and Established?"
+                ) from None
 
-    def _request(self, method: str, path: str, body: Any = None, query: Iterable[tuple[str, str]] = (),
-                 content_type: str = "application/json") -> dict:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Iterable[tuple[str, str]] = (),
+        content_type: str = "application/json",
+    ) -> dict:
         from kubernetes.client.exceptions import ApiException
 
-        request = self.api.param_serialize(method, path, query_params=list(query), body=body,
-                                           header_params={"Content-Type": content_type, "Accept": "application/json"},
-                                           auth_settings=["BearerToken"])
+        request = self.api.param_serialize(
+            method,
+            path,
+            query_params=list(query),
+            body=body,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
         response = self.api.call_api(*request, _request_timeout=60)
         response.read()
         if response.status >= 400:
@@ -142,61 +165,83 @@ class Cluster:
                 return None
             raise
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-               grace_period_s: int | None = None) -> None:
+    def delete(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None, grace_period_s: int | None = None
+    ) -> None:
         resource = self.resource(api_version, kind)
         query = [("gracePeriodSeconds", str(grace_period_s))] if grace_period_s is not None else []
-        self._request("DELETE", resource.path(name=name, namespace=namespace if resource.namespaced else None),
-                      query=query)
+        self._request(
+            "DELETE", resource.path(name=name, namespace=namespace if resource.namespaced else None), query=query
+        )
 
-    def patch(self, api_version: str, kind: str, name: str, namespace: str | None, patch: dict,
-              field_manager: str, subresource: str = "") -> dict:
-        """A strategic-merge patch under another field manager: how a hand-made `kubectl edit` looks."""
+    def patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        patch: dict,
+        field_manager: str,
+        subresource: str = "",
+        merge: bool = False,
+    ) -> dict:
+        """A strategic-merge patch under another field manager: how a hand-made `kubectl edit` looks. `merge`:
+        a JSON merge patch instead (custom resources take no strategic-merge patch)."""
         resource = self.resource(api_version, kind)
         path = resource.path(name=name, namespace=namespace if resource.namespaced else None)
-        return self._request("PATCH", f"{path}/{subresource}" if subresource else path,
-                             body=patch, query=[("fieldManager", field_manager)],
-                             content_type="application/strategic-merge-patch+json")
+        return self._request(
+            "PATCH",
+            f"{path}/{subresource}" if subresource else path,
+            body=patch,
+            query=[("fieldManager", field_manager)],
+            content_type="application/merge-patch+json" if merge else "application/strategic-merge-patch+json",
+        )
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = "") -> list[dict]:
+    def list_objects(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = ""
+    ) -> list[dict]:
         resource = self.resource(api_version, kind)
         query = [("labelSelector", label_selector)] if label_selector else []
-        return self._request("GET", resource.path(namespace=namespace if resource.namespaced else None),
-                             query=query).get("items", [])
+        return self._request(
+            "GET", resource.path(namespace=namespace if resource.namespaced else None), query=query
+        ).get("items", [])
 
     def apply(self, obj: dict, force: bool = False, dry_run: bool = False, namespace: str = "default") -> Applied:
         """Server-side apply of one object; `force` takes over fields another manager owns; `namespace` is
         used for a namespaced object that names none."""
         from kubernetes.client.exceptions import ApiException
 
-        kind, api_version, meta = obj["kind"], obj["apiVersion"], obj.get("metadata", {})
+        kind, api_version, meta = obj["kind"], obj["apiVersion"], dict(obj.get("metadata", {}))
         if kind == "Namespace" and not meta.get("labels"):
             # An applied object with no field besides its name gets no managedFields entry; the next apply
             # then records "before-first-apply" and counts as a change. One owned label prevents that.
             meta = {**meta, "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}}
             obj = {**obj, "metadata": meta}
         resource = self.resource(api_version, kind)
-        namespace = (meta.get("namespace") or namespace) if resource.namespaced else None
-        path = resource.path(name=meta["name"], namespace=namespace)
-        before = None if dry_run else self.get(api_version, kind, meta["name"], namespace)
+        target: str | None = (meta.get("namespace") or namespace) if resource.namespaced else None
+        path = resource.path(name=meta["name"], namespace=target)
+        before = None if dry_run else self.get(api_version, kind, meta["name"], target)
         query = [("fieldManager", FIELD_MANAGER), ("fieldValidation", "Strict")]
         query += [("force", "true")] if force else []
         query += [("dryRun", "All")] if dry_run else []
         try:
-            after = self._request("PATCH", path, body=json.dumps(obj), query=query,
-                                  content_type="application/apply-patch+yaml")
+            after = self._request(
+                "PATCH", path, body=json.dumps(obj), query=query, content_type="application/apply-patch+yaml"
+            )
         except ApiException as exc:
-            raise ClusterError(f"applying {kind} {namespace + '/' if namespace else ''}{meta['name']} failed: "
-                               f"{_api_message(exc)}") from None
+            raise ClusterError(
+                f"applying {kind} {target + '/' if target else ''}{meta['name']} failed: {_api_message(exc)}"
+            ) from None
         if before is None:
             outcome = "created" if not dry_run else "valid"
         else:
             same = before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]
             outcome = "unchanged" if same else "configured"
-        return Applied(kind, meta["name"], namespace, outcome)
+        return Applied(kind, meta["name"], target, outcome)
 
-    def apply_all(self, objects: list[dict], force: bool = False, dry_run: bool = False,
-                  namespace: str = "default") -> list[Applied]:
+    def apply_all(
+        self, objects: list[dict], force: bool = False, dry_run: bool = False, namespace: str = "default"
+    ) -> list[Applied]:
         """CRDs and Namespaces first (others depend on them), then everything else, in order."""
         first = [o for o in objects if o["kind"] in ("CustomResourceDefinition", "Namespace")]
         rest = [o for o in objects if o["kind"] not in ("CustomResourceDefinition", "Namespace")]
@@ -205,6 +250,11 @@ class Cluster:
         if crds and not dry_run:
             self.wait_crds_established(crds)
         return results + [self.apply(o, force=force, dry_run=dry_run, namespace=namespace) for o in rest]
+
+    def apply_into(self, namespace: str, objects: list[dict], force: bool = False) -> list[Applied]:
+        """The namespace, then `objects`; a namespaced object that names no namespace lands in it."""
+        namespace_obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        return self.apply_all([namespace_obj, *objects], force=force, namespace=namespace)
 
     # -------------------------------------------------------------- waits
 
@@ -216,14 +266,18 @@ class Cluster:
             if done:
                 return
             if time.monotonic() >= deadline:
-                raise ClusterError(f"{what} not ready after {timeout_s:.0f}s; last condition: {last or 'none reported'}")
+                raise ClusterError(
+                    f"{what} not ready after {timeout_s:.0f}s; last condition: {last or 'none reported'}"
+                )
             time.sleep(interval)
 
     def wait_crds_established(self, names: list[str], timeout_s: float = 60) -> None:
         for name in names:
+
             def check(name: str = name) -> tuple[bool, str]:
                 crd = self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name) or {}
                 return _condition(crd, "Established")
+
             self._wait(f"CustomResourceDefinition {name}", check, timeout_s, interval=0.5)
         self.dynamic.resources.invalidate_cache()
 
@@ -246,14 +300,60 @@ class Cluster:
             want = status.get("desiredNumberScheduled", 0)
             done = status.get("updatedNumberScheduled", 0) == want and status.get("numberAvailable", 0) == want
             return done, f"{status.get('numberAvailable', 0)}/{want} pods available"
-        self._wait(f"{kind} {namespace}/{name}", check, timeout_s)
+
+        def check_with_pods() -> tuple[bool, str]:
+            done, last = check()
+            if done:
+                return done, last
+            # What holds the pods back says more than the controller's summary ("minimum availability").
+            obj = self.get("apps/v1", kind, name, namespace) or {}
+            selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            problem = self.pod_problem(namespace, selector) if selector else ""
+            return False, f"{last}; {problem}" if problem else last
+
+        self._wait(f"{kind} {namespace}/{name}", check_with_pods, timeout_s)
+
+    def pod_problem(self, namespace: str, labels: dict[str, str]) -> str:
+        """The first reason a pod with these labels is not running and ready, or ''."""
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        for pod in self.list_objects("v1", "Pod", namespace, label_selector=selector):
+            reason = _pod_reason(pod)
+            if reason:
+                return f"pod {pod['metadata']['name']}: {reason}"
+        return ""
 
     def wait_nodes_ready(self, names: list[str], timeout_s: float) -> None:
         for name in names:
+
             def check(name: str = name) -> tuple[bool, str]:
                 node = self.get("v1", "Node", name)
-                return (False, "not registered yet") if node is None else _condition(node, "Ready")
-            self._wait(f"Node {name}", check, timeout_s, interval=2)
+                if node is None:
+                    return False, "not registered yet"
+                ready, text = _condition(node, "Ready")
+                pressure = [_condition(node, kind)[1] for kind in PRESSURE_CONDITIONS if _condition(node, kind)[0]]
+                if pressure:
+                    # Ready, but tainted: nothing new is scheduled there, and its pods are being evicted.
+                    return False, f"{'; '.join(pressure)}: free memory or disk there, or adjust kubelet_eviction_hard"
+                return ready, text
+
+            self._wait(f"Node {name} (Ready, no resource pressure)", check, timeout_s, interval=2)
+
+
+PRESSURE_CONDITIONS = ("MemoryPressure", "DiskPressure", "PIDPressure")
+
+
+def _pod_reason(pod: dict) -> str:
+    status = pod.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition["type"] == "PodScheduled" and condition["status"] != "True":
+            return f"not scheduled: {condition.get('message') or condition.get('reason', '')}".strip()
+    for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting and waiting.get("reason") not in (None, "ContainerCreating", "PodInitializing"):
+            return f"container {container['name']} {waiting['reason']}: {waiting.get('message', '')}".strip(": ")
+    if status.get("phase") not in ("Running", "Succeeded"):
+        return f"{status.get('phase', 'Pending')} {status.get('reason', '')}: {status.get('message', '')}".strip(": ")
+    return ""
 
 
 def _condition(obj: dict, wanted: str) -> tuple[bool, str]:
@@ -269,7 +369,9 @@ def _last_condition(obj: dict) -> str:
     if not conditions:
         return ""
     # The newest condition, a failing one first: "Available=False" explains more than "Progressing=True".
-    last = max(conditions, key=lambda c: (c["status"] != "True", c.get("lastUpdateTime") or c.get("lastTransitionTime") or ""))
+    last = max(
+        conditions, key=lambda c: (c["status"] != "True", c.get("lastUpdateTime") or c.get("lastTransitionTime") or "")
+    )
     return f"{last['type']}={last['status']} {last.get('reason', '')}: {last.get('message', '')}".strip()
 
 
@@ -290,7 +392,7 @@ ManifestLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: l
 
 def load_manifests(text: str) -> list[dict]:
     """Every object of a multi-document YAML (Lists flattened, empty documents dropped)."""
-    objects = []
+    objects: list[dict] = []
     for doc in yaml.load_all(text, Loader=ManifestLoader):
         if not doc:
             continue

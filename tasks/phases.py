@@ -1,4 +1,4 @@
-"""Phase ordering and phase messages for deploy.py.
+"""Phase ordering, phase messages and the stage decorator for deploy.py and the task modules.
 
 pyinfra 3 does not run operations in file order across host groups: it orders them by a graph built from
 each host's own list of operations. An operation that every host calls from the same line is a shared
@@ -8,19 +8,36 @@ node of that graph, so everything before it (on any host) runs before everything
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Generator
+from typing import Any, ParamSpec, TypeVar, cast
 
 from pyinfra import host, logger
-from pyinfra.api import operation
+from pyinfra.api import deploy, operation
 from pyinfra.context import ctx_state
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-@operation(is_idempotent=True)
-def barrier(phase: str):
+
+def stage(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """pyinfra's `@deploy(name)`: the operations inside are grouped under `name` in pyinfra's output. Typed as
+    the function it wraps (pyinfra annotates every deploy as taking its global arguments first and returning
+    an operation, which would make positional arguments and return values type errors)."""
+
+    def decorator(func: Callable[P, R]) -> Callable[P, R]:
+        return cast(Callable[P, R], deploy(name)(func))
+
+    return decorator
+
+
+def _barrier(phase: str) -> Generator[str, None, None]:
     """Every host finishes the operations above before any host starts the ones below. Changes nothing."""
     host.noop(f"{phase}: every host is ready")
-    return
-    yield  # an operation is a generator, even one that yields no command
+    yield from ()  # an operation is a generator, even one that yields no command
+
+
+# Typed as called: pyinfra annotates an operation's first positional argument as its global `_sudo`.
+barrier = cast(Callable[[str], None], operation(is_idempotent=True)(_barrier))
 
 
 def run_scoped(name: str, factory: Callable[[], Any]) -> Any:

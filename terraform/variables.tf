@@ -6,8 +6,8 @@ variable "libvirt_uri" {
 
 variable "base_image" {
   type        = string
-  description = "Debian 12 cloud image (qcow2) the VMs' disks are cloned from: a path on the KVM host or an http(s) URL."
-  default     = "/var/lib/libvirt/images/debian-12-genericcloud-amd64.qcow2"
+  description = "Debian 13 (or 12) cloud image (qcow2) the VMs' disks are cloned from: a path on the KVM host or an http(s) URL."
+  default     = "/var/lib/libvirt/images/debian-13-genericcloud-amd64.qcow2"
 }
 
 variable "storage_pool" {

@@ -17,6 +17,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+# The tests' lab is the default four hosts (two workers), whatever LAB_WORKERS the shell has for `make lab`
+# or the benchmark: the lab and the sandbox inventory both read it.
+os.environ["LAB_WORKERS"] = "2"
 
 
 def unavailable(reason: str) -> None:
@@ -27,17 +30,15 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def load_inventory(path: str | Path, env: dict[str, str] | None = None):
-    """An Inventory built by pyinfra's own CLI loader (inventory file + group_data), without connecting."""
-    from pyinfra.api import State
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory
+def load_inventory(path: str | Path, env: dict[str, str] | None = None, data: dict | None = None):
+    """An Inventory built by pyinfra's own CLI loader (inventory file + group_data), without connecting;
+    `env` set while it loads; `data` as pyinfra's --data would give it."""
+    from tasks import inventory
 
     old = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
     try:
-        with ctx_state.use(State()):
-            return make_inventory(str(path), cwd=str(REPO))
+        return inventory.load(path, data)
     finally:
         for key, value in old.items():
             if value is None:
@@ -46,26 +47,42 @@ def load_inventory(path: str | Path, env: dict[str, str] | None = None):
                 os.environ[key] = value
 
 
-@pytest.fixture(scope="session")
-def sandbox_settings():
-    """The sandbox's settings with group_data's artifacts (not the local mirror's, which may not exist)."""
+SANDBOX = REPO / "inventories" / "sandbox.py"
+# The lab's locks (its mirror's and its images') may not exist yet: tests that only plan or render read the
+# settings without them.
+WITHOUT_MIRROR_LOCK = {"artifacts_lock": "/nonexistent/artifacts.json", "images_lock": "/nonexistent/images.lock.json"}
+
+
+def sandbox_settings_now():
     from tasks.settings import load_settings
 
-    return load_settings(load_inventory(REPO / "inventories" / "sandbox.py", {"LAB_MIRROR_DIR": "/nonexistent"}))
+    return load_settings(load_inventory(SANDBOX, data=WITHOUT_MIRROR_LOCK), "inventories/sandbox.py")
+
+
+@pytest.fixture(scope="session")
+def sandbox_settings():
+    """The sandbox's settings with group_data's artifacts, unpinned (not the local mirror's lock)."""
+    return sandbox_settings_now()
 
 
 @pytest.fixture(scope="session")
 def sandbox_gitops_repo(sandbox_settings, tmp_path_factory):
-    """The gitops repository rendered for the sandbox (tests that only read it share one rendering)."""
+    """The gitops repository rendered for the sandbox with every Application (what ships; the lab's own app
+    set leaves some out: tests/validation checks that rendering), shared by the tests that only read it."""
+    from dataclasses import replace
+
     from tasks.gitops_repo import render_gitops_repo
 
-    return render_gitops_repo(sandbox_settings, tmp_path_factory.mktemp("gitops") / "repo", "a" * 40)
+    everything = replace(sandbox_settings, gitops_apps_left_out={})
+    return render_gitops_repo(everything, tmp_path_factory.mktemp("gitops") / "repo", "a" * 40)
 
 
 # ------------------------------------------------------------------------------------------- the lab
 
-LAB_TOOL = REPO / "tests" / "lab" / "lab.py"
 TIMINGS: dict[str, float] = {}
+MEASURED: dict[str, str] = {}  # other measurements, with their units
+# What each lab host ran over SSH in each deploy of the `deployed` fixture (the lab's command log).
+RAN_ON_HOSTS: dict[tuple[str, str], list[str]] = {}
 
 
 def lab_unavailable_reason() -> str | None:
@@ -79,26 +96,42 @@ def lab_unavailable_reason() -> str | None:
     return None
 
 
-def run_lab(*args: str, timeout: int = 900):
+def run_lab(*args: str, timeout: int = 900, env: dict[str, str] | None = None):
     import subprocess
 
-    return subprocess.run([sys.executable, str(LAB_TOOL), *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "tools.lab", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="session")
 def artifact_mirror():
     """(mirror folder, artifacts in group_data's format): built from source through the Go module proxy
     (cached), served to the lab hosts by the lab tool."""
-    from tests.mirror.build_mirror import TIMES, build_mirror
-    from tests.tools import BUILD_TIMES, CACHE, ToolUnavailable
+    from tools.gobuild import BUILD_TIMES, ToolUnavailable
+    from tools.lab.constants import MIRROR_DIR
+    from tools.mirror import TIMES, build_mirror
 
     try:
-        artifacts = build_mirror(CACHE / "mirror")
+        artifacts = build_mirror(MIRROR_DIR)
     except ToolUnavailable as exc:
         unavailable(str(exc))
     BUILD_TIMES.update(TIMES)
-    return CACHE / "mirror", artifacts
+    return MIRROR_DIR, artifacts
+
+
+@pytest.fixture(scope="session")
+def lab_images():
+    """Every image the lab's cluster pulls, built from source under its upstream name (cached); `lab up`
+    pushes them into the registry stand-in."""
+    from tools import images
+    from tools.gobuild import BUILD_TIMES, ToolUnavailable
+
+    try:
+        lock = images.build_all(images.lab_catalog())
+    except ToolUnavailable as exc:
+        unavailable(str(exc))
+    BUILD_TIMES.update(images.TIMES)
+    return lock
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +157,7 @@ def kube_api(tmp_path_factory):
     import time
 
     from tests.kube.control_plane import ControlPlane
-    from tests.tools import ToolUnavailable
+    from tools.gobuild import ToolUnavailable
 
     workdir = tmp_path_factory.mktemp("control-plane")
     try:
@@ -136,7 +169,7 @@ def kube_api(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def lab(sandbox_settings, artifact_mirror):
+def lab(sandbox_settings, artifact_mirror, lab_images):
     """Fresh lab hosts for the session (torn down at the end, also on failure; KEEP_LAB=1 keeps them).
 
     Without root or the lab tools the lab tests are skipped with the reason, except where REQUIRE_LAB=1
@@ -161,17 +194,21 @@ def lab(sandbox_settings, artifact_mirror):
     assert down.returncode == 0, f"lab down left something behind:\n{down.stdout}{down.stderr}"
 
 
-def run_deploy(*extra: str) -> dict:
-    """`pyinfra -y --json inventories/sandbox.py deploy.py`; returns the JSON results, fails with the log."""
+def run_deploy(*extra: str, label: str = "deploy") -> dict:
+    """`pyinfra -y --json inventories/sandbox.py deploy.py` (tools/bench.py runs it and times its segments);
+    returns the JSON results with the log and the bench's measurements, fails with the log."""
     import json
-    import subprocess
 
-    proc = subprocess.run([PYINFRA, "-y", "--json", "inventories/sandbox.py", "deploy.py", *extra], cwd=REPO,
-                          capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        pytest.fail(f"deploy failed ({proc.returncode}):\n{proc.stderr[-8000:]}")
-    result = json.loads(proc.stdout)["results"]
-    result["log"] = proc.stderr
+    from tools import bench
+
+    log = REPO / "reports" / f"{label.replace(' ', '-')}.log"
+    log.parent.mkdir(exist_ok=True)
+    run, stdout, progress = bench.run_deploy(label, log, *extra, json_output=True)
+    if run.returncode != 0:
+        pytest.fail(f"deploy failed ({run.returncode}):\n{progress[-8000:]}")
+    result = json.loads(stdout)["results"]
+    result["log"] = progress
+    result["bench"] = run
     return result
 
 
@@ -179,31 +216,57 @@ def changed_operations(results: dict) -> list[str]:
     return [f"{op['name']} on {', '.join(op['success'])}" for op in results["operations"] if op["success"]]
 
 
+def unexpected_changes(results: dict) -> list[str]:
+    """What a rerun on converged hosts must not report: any change, except that pyinfra always counts the
+    post-bootstrap step as run (it decides at run time, against the API), which must then apply nothing new."""
+    import re
+
+    changes = [c for c in changed_operations(results) if not c.startswith("Post-bootstrap:")]
+    for summary in re.findall(r"post-bootstrap: (.*)", results["log"]):
+        if set(re.findall(r"\d+ (\w+)", summary)) != {"unchanged"}:
+            changes.append(f"post-bootstrap applied: {summary}")
+    return changes
+
+
 @pytest.fixture(scope="session")
 def deployed(lab):
     """The lab after the first and the second deploy: (first results, second results)."""
     import time
 
+    from tools import bench
+
     started = time.monotonic()
-    first = run_deploy()
-    TIMINGS["first deploy (converge, 4 hosts)"] = time.monotonic() - started
+    first = run_deploy(label="first deploy")
+    TIMINGS["first deploy (converge, 4 hosts, kubeadm init and joins, post-bootstrap to nodes Ready)"] = (
+        time.monotonic() - started)
+    TIMINGS["lab up to all nodes Ready (lab up + first deploy)"] = (
+        TIMINGS["lab up (fresh hosts, cached base image)"] + time.monotonic() - started)
+    after_first = {host: bench.host_commands(host) for host in bench.lab_hosts()}
     started = time.monotonic()
-    second = run_deploy()
+    second = run_deploy(label="no-op rerun")
     TIMINGS["second deploy (no-op rerun)"] = time.monotonic() - started
+    for host, ran in after_first.items():
+        RAN_ON_HOSTS[("first deploy", host)] = ran
+        RAN_ON_HOSTS[("second deploy", host)] = bench.host_commands(host)[len(ran):]
+    runs = [first["bench"], second["bench"]]
+    report = bench.write_report(2, TIMINGS["lab up (fresh hosts, cached base image)"], runs)
+    MEASURED[f"benchmark of the deploy (tools/bench.py; {report.relative_to(REPO)})"] = "\n" + bench.table(runs)
     return first, second
 
 
 def pytest_terminal_summary(terminalreporter):
-    from tests.tools import BUILD_TIMES
+    from tools.gobuild import BUILD_TIMES
 
     TIMINGS.update(BUILD_TIMES)
-    if not TIMINGS:
+    if not TIMINGS and not MEASURED:
         return
     import json
 
-    terminalreporter.section("timings (lab, tool builds)")
+    terminalreporter.section("timings (lab, tool builds) and measurements")
     for what, seconds in TIMINGS.items():
         terminalreporter.write_line(f"{what}: {seconds:.1f}s")
+    for what, value in MEASURED.items():
+        terminalreporter.write_line(f"{what}: {value}")
     out = REPO / "reports" / "lab-timings.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}, indent=2) + "\n")
+    out.write_text(json.dumps({**{k: round(v, 1) for k, v in TIMINGS.items()}, **MEASURED}, indent=2) + "\n")

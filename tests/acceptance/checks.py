@@ -52,7 +52,7 @@ def wait_for(what: str, condition: Callable[[], object], timeout_s: float, inter
 
 def unavailable_deployments(cluster: Cluster, namespace: str) -> list[str]:
     problems = []
-    for deployment in cluster.list("apps/v1", "Deployment", namespace):
+    for deployment in cluster.list_objects("apps/v1", "Deployment", namespace):
         want = deployment["spec"].get("replicas", 1)
         have = (deployment.get("status") or {}).get("availableReplicas", 0)
         if have < want:
@@ -67,7 +67,7 @@ def _ready(pod: dict) -> bool:
 def replace_a_pod(cluster: Cluster, namespace: str, selector: str, timeout_s: float, require_ready: bool = True) -> str:
     """Force-delete one pod of `selector` and wait until its ReplicaSet has made a new one (Ready, unless
     require_ready is False: without a kubelet no pod ever turns Ready). Returns the new pod's name."""
-    pods = cluster.list("v1", "Pod", namespace, selector)
+    pods = cluster.list_objects("v1", "Pod", namespace, selector)
     if not pods:
         raise ClusterError(f"no pod matches {selector} in {namespace}")
     victim = pods[0]
@@ -76,7 +76,7 @@ def replace_a_pod(cluster: Cluster, namespace: str, selector: str, timeout_s: fl
     cluster.delete("v1", "Pod", victim["metadata"]["name"], namespace, grace_period_s=0)
 
     def replacement() -> str | None:
-        for pod in cluster.list("v1", "Pod", namespace, selector):
+        for pod in cluster.list_objects("v1", "Pod", namespace, selector):
             same_owner = pod["metadata"].get("ownerReferences", [{}])[0].get("name") == owner
             if same_owner and pod["metadata"]["uid"] not in existing and \
                     not pod["metadata"].get("deletionTimestamp") and (_ready(pod) or not require_ready):
@@ -86,7 +86,7 @@ def replace_a_pod(cluster: Cluster, namespace: str, selector: str, timeout_s: fl
 
 
 def replicasets_of(cluster: Cluster, namespace: str, deployment: str) -> list[dict]:
-    return [rs for rs in cluster.list("apps/v1", "ReplicaSet", namespace)
+    return [rs for rs in cluster.list_objects("apps/v1", "ReplicaSet", namespace)
             if any(o["name"] == deployment for o in rs["metadata"].get("ownerReferences", []))]
 
 
@@ -121,7 +121,7 @@ def wait_image(cluster: Cluster, namespace: str, deployment: str, container: str
 
 def argocd_applications(cluster: Cluster) -> list[dict]:
     apps = []
-    for app in cluster.list("argoproj.io/v1alpha1", "Application", "argocd"):
+    for app in cluster.list_objects("argoproj.io/v1alpha1", "Application", "argocd"):
         status = app.get("status") or {}
         apps.append({"name": app["metadata"]["name"], "sync": (status.get("sync") or {}).get("status"),
                      "health": (status.get("health") or {}).get("status"), "history": len(status.get("history") or [])})

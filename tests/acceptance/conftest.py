@@ -34,11 +34,11 @@ def live():
         pytest.skip("no live cluster configured: set ACCEPTANCE_INVENTORY=inventories/lab.py (after a full deploy) "
                     "to run the verification plan against it")
     from tasks.kube_client import connect
-    from tasks.kubernetes import kubeconfig_path
     from tasks.settings import load_settings
+    from tasks.state import LocalState
 
-    settings = load_settings(load_inventory(REPO / inventory))
-    yield settings, connect(kubeconfig_path(settings))
+    settings = load_settings(load_inventory(REPO / inventory), inventory)
+    yield settings, connect(LocalState(settings.state_path).kubeconfig)
     from tests.acceptance.report import write_report
 
     report = write_report(RESULTS.as_dict("Verification report", f"live lab ({inventory})"),

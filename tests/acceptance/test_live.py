@@ -78,10 +78,11 @@ def test_argo_cd_reverts_a_hand_made_change(live, results):
 
 
 def _gitlab(settings):
-    from tasks.platform import gitlab_client
+    from tasks import gitlab_api
+    from tasks.state import LocalState
 
-    gl = gitlab_client(settings)
-    return gl, gl.get(f"/projects/{quote(f'{settings.gitlab_group}/gitops-repo', safe='')}")
+    gl = gitlab_api.gitlab_client(settings, LocalState(settings.state_path))
+    return gl, gitlab_api.gitops_project(gl, settings)
 
 
 def test_a_new_tag_in_gitops_repo_rolls_out_without_downtime(live, results):

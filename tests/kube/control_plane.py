@@ -28,7 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tasks.certificates import ensure_ca, ensure_server_cert
 from tests.processes import stop_process
-from tests.tools import kube_build
+from tools.gobuild import kube_build
 
 START_TIMEOUT_S = 120
 

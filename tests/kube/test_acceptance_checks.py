@@ -22,15 +22,15 @@ def cluster(kube_api):
                    "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "frontend"}},
                             "template": {"metadata": {"labels": {"app": "frontend"}},
                                          "spec": {"containers": [{"name": "server", "image": "registry.local/f:one"}]}}}})
-    checks.wait_for("two frontend pods", lambda: len(cluster.list("v1", "Pod", NAMESPACE, "app=frontend")) == 2, 30)
+    checks.wait_for("two frontend pods", lambda: len(cluster.list_objects("v1", "Pod", NAMESPACE, "app=frontend")) == 2, 30)
     return cluster
 
 
 def test_a_force_deleted_pod_is_replaced_by_its_replicaset(cluster):
-    before = {p["metadata"]["name"] for p in cluster.list("v1", "Pod", NAMESPACE, "app=frontend")}
+    before = {p["metadata"]["name"] for p in cluster.list_objects("v1", "Pod", NAMESPACE, "app=frontend")}
     new = checks.replace_a_pod(cluster, NAMESPACE, "app=frontend", timeout_s=30, require_ready=False)
     assert new not in before
-    names = lambda: {p["metadata"]["name"] for p in cluster.list("v1", "Pod", NAMESPACE, "app=frontend")}  # noqa: E731
+    names = lambda: {p["metadata"]["name"] for p in cluster.list_objects("v1", "Pod", NAMESPACE, "app=frontend")}  # noqa: E731
     checks.wait_for("the ReplicaSet back at two pods, the new one among them",
                     lambda: len(names()) == 2 and new in names(), timeout_s=30)
 

@@ -10,7 +10,7 @@ import pytest
 
 from tasks.kube_client import ClusterError, connect, load_manifests
 from tests.validation.gitops import kustomize, kustomize_roots, name_of, plain_manifests
-from tests.validation.upstream import SOURCES, read_files
+from tools.upstream import SOURCES, read_files
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,14 @@ from dataclasses import replace
 
 import pytest
 
-from tasks import post_bootstrap
+from tasks import argocd, cni, post_bootstrap, storage
+from tasks import artifacts as artifacts_module
+from tasks.downloads import DownloadError
 from tasks.gitops_repo import gitops_repo_url
 from tasks.kube_client import ClusterError, connect
+from tasks.state import LocalState
 from tests.kube.control_plane import issue_client_cert, kubeconfig_text
-from tests.validation.upstream import SOURCES, read_file
+from tools.upstream import SOURCES, read_file
 
 
 @pytest.fixture(scope="module")
@@ -37,23 +40,44 @@ def settings(sandbox_settings, tmp_path_factory):
     return replace(sandbox_settings, state_dir=str(tmp_path_factory.mktemp("state")))
 
 
+@pytest.fixture(scope="module")
+def state(settings):
+    local = LocalState(settings.state_path)
+    local.write_private(local.deploy_key, fake_deploy_key())
+    local.deploy_key_public.write_text(FAKE_PUBLIC_KEY)
+    return local
+
+
+FAKE_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIfake argocd@gitops-lab\n"
+
+
 def fake_deploy_key() -> str:
     return "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n"
 
 
+def argocd_steps(cluster, settings, state, manifest, gitops_repo) -> post_bootstrap.Report:
+    """post_bootstrap.run's Argo CD part: labels, install, repository access, root app."""
+    report = post_bootstrap.Report()
+    report.applied += post_bootstrap.label_nodes(cluster, settings)
+    report.applied += argocd.install(cluster, manifest, timeout_s=60)
+    applied, note = argocd.configure(cluster, state, gitops_repo_url(settings))
+    report.applied += applied
+    report.notes.append(note)
+    report.applied += argocd.activate(cluster, gitops_repo)
+    return report
+
+
 @pytest.fixture(scope="module")
-def first_and_second_run(cluster, settings, argocd_manifest, sandbox_gitops_repo, monkeypatch_module):
+def first_and_second_run(cluster, settings, state, argocd_manifest, sandbox_gitops_repo, monkeypatch_module):
     """Both runs of the bootstrap, with the workload waits replaced (nothing runs pods here)."""
     waited = []
     monkeypatch_module.setattr(cluster, "wait_rolled_out", lambda kind, name, ns, timeout_s: waited.append(name))
     cluster.apply({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "k8s-worker1"}})
     started = time.monotonic()
-    first = post_bootstrap.bootstrap(cluster, settings, argocd_manifest, fake_deploy_key(),
-                                     gitops_repo_url(settings), sandbox_gitops_repo, timeout_s=60)
+    first = argocd_steps(cluster, settings, state, argocd_manifest, sandbox_gitops_repo)
     first_s = time.monotonic() - started
     started = time.monotonic()
-    second = post_bootstrap.bootstrap(cluster, settings, argocd_manifest, fake_deploy_key(),
-                                      gitops_repo_url(settings), sandbox_gitops_repo, timeout_s=60)
+    second = argocd_steps(cluster, settings, state, argocd_manifest, sandbox_gitops_repo)
     from tests.conftest import TIMINGS
 
     TIMINGS["post-bootstrap first run (Argo CD install, real API server)"] = first_s
@@ -76,7 +100,7 @@ def test_argocd_crds_are_established_and_its_objects_exist(cluster, first_and_se
     assert cluster.get("apps/v1", "StatefulSet", "argocd-application-controller", "argocd") is not None
     created = [a for a in first.applied if a.outcome == "created"]
     assert len(created) > 40, "Argo CD's install manifest has dozens of objects"
-    workloads = [name for _, name in post_bootstrap.ARGOCD_WORKLOADS]
+    workloads = [name for _, name in argocd.WORKLOADS]
     assert waited == workloads * 2  # both runs wait for every Argo CD workload
 
 
@@ -111,14 +135,14 @@ def test_node_labels_come_from_the_inventory(cluster, first_and_second_run):
     assert node["metadata"]["labels"]["node-role.kubernetes.io/worker"] == ""
 
 
-def test_admin_password_is_a_path_in_the_output_and_0600_on_disk(cluster, settings, first_and_second_run):
+def test_admin_password_is_a_path_in_the_output_and_0600_on_disk(cluster, state, first_and_second_run):
     import base64
 
     cluster.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "argocd-initial-admin-secret",
                                                                        "namespace": "argocd"},
                    "data": {"password": base64.b64encode(b"s3cret-initial").decode()}})
-    note = post_bootstrap.save_admin_password(cluster, settings)
-    target = settings.state_path / "argocd-initial-admin-password"
+    note = argocd.save_admin_password(cluster, state)
+    target = state.argocd_admin_password
     assert str(target) in note and "s3cret-initial" not in note
     assert target.read_text().strip() == "s3cret-initial" and target.stat().st_mode & 0o777 == 0o600
 
@@ -189,13 +213,13 @@ def test_refused_credentials_are_one_line(kube_api, tmp_path):
 def test_what_these_tests_apply_is_what_the_deploy_downloads(sandbox_settings):
     """Argo CD's manifest, kubeseal and the Cilium and local-path sources tested here are taken from pinned
     module zips: their versions must be the ones group_data pins for the deploy."""
-    from tests.tools import SOURCE_BUILDS
+    from tools.gobuild import SOURCE_BUILDS
 
     pinned = {name: f"v{spec['version']}" for name, spec in sandbox_settings.artifacts.items()}
     assert SOURCES["argo-cd"].version == pinned["argocd-install"]
     assert SOURCES["cilium"].version == pinned["cilium-chart"]
     assert SOURCES["local-path-provisioner"].version == pinned["local-path-provisioner"]
-    assert SOURCE_BUILDS["kubeseal"][1] == pinned["kubeseal"]
+    assert SOURCE_BUILDS["kubeseal"].version == pinned["kubeseal"]
 
 
 # ------------------------------------------------------------------------------------------ CNI (Helm)
@@ -203,7 +227,7 @@ def test_what_these_tests_apply_is_what_the_deploy_downloads(sandbox_settings):
 
 @pytest.fixture(scope="module")
 def cilium_chart():
-    from tests.validation.upstream import chart_archive
+    from tools.upstream import chart_archive
 
     return chart_archive("cilium", "install/kubernetes/cilium")
 
@@ -211,7 +235,7 @@ def cilium_chart():
 def test_cni_chart_is_rendered_with_helm_and_applied_then_unchanged(kube_api, settings, cilium_chart):
     cluster = connect(kube_api.kubeconfig)
     cilium = replace(settings, cni="cilium")
-    first = post_bootstrap.install_cni(cluster, cilium, cilium_chart, "198.51.100.11:6443")
+    first = cni.install(cluster, cilium, cilium_chart, "198.51.100.11:6443")
     kinds = {a.kind for a in first}
     assert {"DaemonSet", "Deployment", "ConfigMap", "ClusterRole"} <= kinds
     agent = cluster.get("apps/v1", "DaemonSet", "cilium", "kube-system")
@@ -219,15 +243,13 @@ def test_cni_chart_is_rendered_with_helm_and_applied_then_unchanged(kube_api, se
     assert env.get("KUBERNETES_SERVICE_HOST") == "198.51.100.11" and env.get("KUBERNETES_SERVICE_PORT") == "6443"
     config = cluster.get("v1", "ConfigMap", "cilium-config", "kube-system")
     assert config["data"]["ipam"] == "kubernetes"
-    again = post_bootstrap.install_cni(cluster, cilium, cilium_chart, "198.51.100.11:6443")
+    again = cni.install(cluster, cilium, cilium_chart, "198.51.100.11:6443")
     assert [str(a) for a in again if a.outcome != "unchanged"] == []
     assert not any(a.kind == "Secret" for a in first), "Helm-generated certificates would change on every run"
 
 
 def test_calico_values_put_kubeadms_pod_cidr_in_the_ip_pool(settings):
-    from tasks.helm_charts import cni_release
-
-    release, namespace, values = cni_release(replace(settings, cni="calico"), "198.51.100.11", 6443)
+    release, namespace, values = cni.release(replace(settings, cni="calico"), "198.51.100.11", 6443)
     assert (release, namespace) == ("calico", "tigera-operator")
     assert values["installation"]["calicoNetwork"]["ipPools"][0]["cidr"] == str(settings.pod_cidr)
 
@@ -238,7 +260,36 @@ def test_nodes_that_never_turn_ready_stop_the_run_with_their_condition(kube_api)
                                                                      "labels": {"lab.gitops/role": "worker"}}})
     with pytest.raises(ClusterError) as err:
         cluster.wait_nodes_ready(["k8s-worker9"], timeout_s=2)
-    assert str(err.value).startswith("Node k8s-worker9 not ready after 2s; last condition:")
+    assert str(err.value).startswith("Node k8s-worker9 (Ready, no resource pressure) not ready after 2s; last "
+                                     "condition:")
+
+
+def test_a_ready_node_under_disk_pressure_stops_the_run_naming_the_pressure(kube_api):
+    """Ready alone is not enough: a node under pressure is tainted, and nothing new runs there."""
+    cluster = connect(kube_api.kubeconfig)
+    mark_ready(cluster, "k8s-worker8", extra=[{
+        "type": "DiskPressure", "status": "True", "reason": "KubeletHasDiskPressure",
+        "message": "kubelet has disk pressure", "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+        "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+    with pytest.raises(ClusterError) as err:
+        cluster.wait_nodes_ready(["k8s-worker8"], timeout_s=2)
+    assert "DiskPressure=True KubeletHasDiskPressure: kubelet has disk pressure" in str(err.value)
+    assert "kubelet_eviction_hard" in str(err.value)
+
+
+def test_a_rollout_that_never_completes_names_what_holds_its_pods_back(kube_api):
+    """No scheduler runs here, so the pods stay Pending: the deadline's message says so, pod by name."""
+    cluster = connect(kube_api.kubeconfig)
+    cluster.apply_into("rollout-test", [{
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "stuck", "namespace": "rollout-test"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "stuck"}},
+                 "template": {"metadata": {"labels": {"app": "stuck"}},
+                              "spec": {"containers": [{"name": "c", "image": "registry.local/none:1"}]}}}}])
+    with pytest.raises(ClusterError) as err:
+        cluster.wait_rolled_out("Deployment", "stuck", "rollout-test", timeout_s=4)
+    message = str(err.value)
+    assert message.startswith("Deployment rollout-test/stuck not ready after 4s; last condition: ")
+    assert "pod stuck-" in message and "Pending" in message, message
 
 
 # ------------------------------------------------------------------------------------------ pinned sources
@@ -246,37 +297,39 @@ def test_nodes_that_never_turn_ready_stop_the_run_with_their_condition(kube_api)
 
 def test_fetch_artifact_verifies_the_pin_and_refuses_a_changed_file(settings, artifact_mirror, served_mirror, tmp_path):
     _, artifacts = artifact_mirror
-    mirrored = replace(settings, artifacts=artifacts, artifact_mirror=served_mirror, state_dir=str(tmp_path / "state"))
-    manifest = post_bootstrap.fetch_artifact(mirrored, "argocd-install")
+    mirrored = replace(settings, artifacts=artifacts, artifact_mirror=served_mirror)
+    local = LocalState(tmp_path / "state")
+    manifest = artifacts_module.fetch_local(mirrored, local, "argocd-install")
     assert b"kind: CustomResourceDefinition" in manifest
     tampered = dict(artifacts, **{"argocd-install": dict(artifacts["argocd-install"], sha256="0" * 64)})
-    with pytest.raises(ClusterError) as err:
-        post_bootstrap.fetch_artifact(replace(mirrored, artifacts=tampered), "argocd-install")
+    with pytest.raises(DownloadError) as err:
+        artifacts_module.fetch_local(replace(mirrored, artifacts=tampered), local, "argocd-install")
     assert "not the pinned" in str(err.value) and "refusing it" in str(err.value)
 
 
 def test_local_path_storage_is_installed_as_the_default_class(kube_api, settings):
-    from tests.validation.upstream import read_file
+    from tools.upstream import read_file
 
     cluster = connect(kube_api.kubeconfig)
     manifest = read_file("local-path-provisioner", "deploy/local-path-storage.yaml").encode()
-    first = post_bootstrap.install_storage(cluster, settings, manifest)
+    first = storage.install(cluster, settings, manifest)
     assert {"Deployment", "StorageClass", "ConfigMap"} <= {a.kind for a in first}
     storage_class = cluster.get("storage.k8s.io/v1", "StorageClass", "local-path")
     assert storage_class["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
-    again = post_bootstrap.install_storage(cluster, settings, manifest)
+    again = storage.install(cluster, settings, manifest)
     assert [str(a) for a in again if a.outcome != "unchanged"] == []
 
 
 # ------------------------------------------------------------------------------------------ the whole step
 
 
-def mark_ready(cluster, name: str) -> None:
-    """A Node object with a Ready condition, as a kubelet would report it (no kubelet runs here)."""
+def mark_ready(cluster, name: str, extra: list[dict] | None = None) -> None:
+    """A Node object with a Ready condition (and `extra` ones), as a kubelet would report it (no kubelet
+    runs here)."""
     cluster.apply({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
     cluster.patch("v1", "Node", name, None, {"status": {"conditions": [{
         "type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test stand-in",
-        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}},
+        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}, *(extra or [])]}},
         field_manager="test-kubelet", subresource="status")
 
 
@@ -284,27 +337,37 @@ def test_the_whole_step_from_the_mirror_then_a_rerun_with_no_change(kube_api, sa
                                                                     served_mirror, tmp_path, monkeypatch):
     """post_bootstrap.run as deploy.py calls it: every source fetched over HTTP from the mirror and verified,
     Cilium, nodes Ready, local-path, labels, Argo CD, repository Secret, root app; no webhook configured."""
-    import shutil
-
     from tasks.kube_client import Cluster
 
     _, artifacts = artifact_mirror
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    shutil.copyfile(kube_api.kubeconfig, state / "kubeconfig")
-    (state / "argocd-deploy-key").write_text(fake_deploy_key())
-    settings = replace(sandbox_settings, artifacts=artifacts, state_dir=str(state), artifact_mirror=served_mirror)
+    state = LocalState(tmp_path / "state")
+    state.write_private(state.kubeconfig, kube_api.kubeconfig.read_bytes())
+    state.write_private(state.deploy_key, fake_deploy_key())
+    state.deploy_key_public.write_text(FAKE_PUBLIC_KEY)
+    # Argo CD too: the lab cannot run it yet, so this real API server is where its step is proven.
+    settings = replace(sandbox_settings, artifacts=artifacts, state_dir=str(state.root), artifact_mirror=served_mirror,
+                       argocd_install=True)
     monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
     # Argo CD's pods never run here: its rollout waits are the one thing replaced.
     monkeypatch.setattr(Cluster, "wait_rolled_out", lambda self, kind, name, ns, timeout_s: None)
     cluster = connect(kube_api.kubeconfig)
     for name in post_bootstrap.kubernetes_nodes(settings):
         mark_ready(cluster, name)
+    # kubeadm's CoreDNS ConfigMap (no kubeadm here: its Corefile, created the way kubeadm creates it)
+    from tests.unit.test_cluster_dns import KUBEADM_COREFILE
+    cluster.apply_into("kube-system", [{"apiVersion": "v1", "kind": "ConfigMap",
+                                        "metadata": {"name": "coredns"}, "data": {"Corefile": KUBEADM_COREFILE}}])
+    state.gitlab_known_hosts.write_text("gitlab.local ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIlab\n")
     endpoint = kube_api.server.removeprefix("https://")
-    first = post_bootstrap.run(settings, state / "kubeconfig", endpoint)
-    second = post_bootstrap.run(settings, state / "kubeconfig", endpoint)
+    first = post_bootstrap.run(settings, state, endpoint)
+    second = post_bootstrap.run(settings, state, endpoint)
     kinds = {a.kind for a in first.applied}
     assert {"DaemonSet", "StorageClass", "CustomResourceDefinition", "Application", "Secret", "Node"} <= kinds
     assert second.changed() == [], [str(a) for a in second.changed()]
+    corefile = cluster.get("v1", "ConfigMap", "coredns", "kube-system")["data"]["Corefile"]
+    assert "198.51.100.10 gitlab.local registry.local" in corefile and corefile.count("hosts {") == 1
+    known = cluster.get("v1", "ConfigMap", "argocd-ssh-known-hosts-cm", "argocd")["data"]["ssh_known_hosts"]
+    assert known.splitlines()[-1] == "gitlab.local ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIlab"
+    assert "github.com" in known  # upstream's entries kept
     assert any("Slack webhook: not sealed" in note and "SLACK_WEBHOOK_URL" in note for note in first.notes)
-    assert (state / "downloads").is_dir()
+    assert state.downloads.is_dir()

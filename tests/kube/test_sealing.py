@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import subprocess
-from dataclasses import replace
 
 import pytest
 import yaml
@@ -16,10 +15,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tasks import sealing
+from tasks import sealed_secrets as sealing
+from tasks.state import LocalState
 from tasks.kube_client import ClusterError, connect
 from tests.conftest import unavailable
-from tests.tools import ToolUnavailable, go_tool
+from tools.gobuild import ToolUnavailable, go_tool
 
 WEBHOOK = "https://hooks.slack.example/services/T000/B000/not-a-real-secret"
 
@@ -86,26 +86,25 @@ def test_sealed_webhook_round_trips_and_holds_no_clear_text(cluster, kubeseal, c
 
 
 def test_a_rerun_seals_again_only_when_url_or_certificate_changed(sandbox_settings, tmp_path, controller_key):
-    settings = replace(sandbox_settings, state_dir=str(tmp_path / "state"))
+    state = LocalState(tmp_path / "state")
     cert = controller_key[0]
-    assert sealing.needs_sealing(settings, WEBHOOK, cert)
-    sealing.remember_sealing(settings, WEBHOOK, cert)
-    assert not sealing.needs_sealing(settings, WEBHOOK, cert)
-    assert sealing.needs_sealing(settings, WEBHOOK + "x", cert)
-    assert sealing.needs_sealing(settings, WEBHOOK, cert + b"\n")
-    assert WEBHOOK not in (settings.state_path / "slack-webhook.sealed-sha256").read_text()
+    assert sealing.needs_sealing(state, WEBHOOK, cert)
+    sealing.remember_sealing(state, WEBHOOK, cert)
+    assert not sealing.needs_sealing(state, WEBHOOK, cert)
+    assert sealing.needs_sealing(state, WEBHOOK + "x", cert)
+    assert sealing.needs_sealing(state, WEBHOOK, cert + b"\n")
+    assert WEBHOOK not in state.slack_webhook_sealed_stamp.read_text()
 
 
 def test_webhook_comes_from_the_environment_or_the_state_file(sandbox_settings, tmp_path, monkeypatch):
-    settings = replace(sandbox_settings, state_dir=str(tmp_path / "state"))
+    state = LocalState(tmp_path / "state")
     monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
-    assert sealing.read_webhook(settings) is None
-    (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "slack-webhook-url").write_text(WEBHOOK + "\n")
-    assert sealing.read_webhook(settings) == WEBHOOK
+    assert sealing.read_webhook(state) is None
+    state.write_private(state.slack_webhook_url, WEBHOOK + "\n")
+    assert sealing.read_webhook(state) == WEBHOOK
     monkeypatch.setenv("SLACK_WEBHOOK_URL", "http://plain.example/hook")
     with pytest.raises(ClusterError) as err:
-        sealing.read_webhook(settings)
+        sealing.read_webhook(state)
     assert "not an https URL" in str(err.value) and "plain.example" not in str(err.value)
 
 

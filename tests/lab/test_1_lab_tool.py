@@ -8,9 +8,10 @@ import signal
 import time
 from pathlib import Path
 
-from tests.conftest import run_lab
+import pytest
 
-LAB_DIR = Path(os.environ.get("LAB_DIR", "/var/tmp/gitops-lab"))
+from tests.conftest import load_inventory, run_lab
+from tools.lab.constants import LAB_DIR
 
 
 def nspawn_pid(name: str) -> int:
@@ -50,3 +51,42 @@ def test_up_recovers_a_crashed_host(lab):
     status = run_lab("status")
     assert status.returncode == 0, status.stdout
     assert status.stdout.count(" ok ") == len(lab.nodes), status.stdout
+
+
+def test_up_with_another_release_while_hosts_run_is_refused_and_changes_nothing(lab):
+    before = {n.name: nspawn_pid(n.name) for n in lab.nodes}
+    other = "bookworm" if "release: trixie" in run_lab("status").stdout else "trixie"
+    refused = run_lab("up", env={"LAB_RELEASE": other})
+    assert refused.returncode == 1
+    assert f"run `python3 -m tools.lab down` first, then up again with LAB_RELEASE={other}" in refused.stderr
+    assert {n.name: nspawn_pid(n.name) for n in lab.nodes} == before
+
+
+def test_an_unknown_release_is_refused_in_one_line():
+    refused = run_lab("up", env={"LAB_RELEASE": "bullseye"})
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == ("[lab] ERROR: LAB_RELEASE='bullseye' is not a release the lab builds: use one "
+                                      "of bookworm, trixie")
+
+
+def test_up_with_another_number_of_workers_while_hosts_run_is_refused_and_changes_nothing(lab):
+    before = {n.name: nspawn_pid(n.name) for n in lab.nodes}
+    refused = run_lab("up", env={"LAB_WORKERS": "1"})
+    assert refused.returncode == 1
+    assert "k8s-worker2 run but are not among the 1 workers asked for" in refused.stderr, refused.stderr
+    assert {n.name: nspawn_pid(n.name) for n in lab.nodes} == before
+
+
+@pytest.mark.parametrize("workers", ["0", "17", "two"])
+def test_a_bad_number_of_workers_is_refused_in_one_line(workers):
+    refused = run_lab("up", env={"LAB_WORKERS": workers})
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (f"[lab] ERROR: LAB_WORKERS={workers!r}: the lab runs 1 to 16 workers "
+                                      "(198.51.100.12 onwards)")
+
+
+def test_the_sandbox_inventory_has_the_lab_s_number_of_workers():
+    inventory = load_inventory("inventories/sandbox.py", env={"LAB_WORKERS": "5"})
+    workers = sorted(h.name for h in inventory if h.name.startswith("k8s-worker"))
+    assert workers == [f"k8s-worker{i}" for i in range(1, 6)]
+    assert inventory.get_host("k8s-worker5").data.ssh_hostname == "198.51.100.16"

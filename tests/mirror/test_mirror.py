@@ -11,7 +11,7 @@ import tarfile
 import pytest
 
 from tasks.artifacts import mirror_path
-from tests.mirror.build_mirror import build_mirror, group_data_artifacts
+from tools.mirror import build_mirror, group_data_artifacts
 from tools import pin_artifacts
 
 
@@ -29,6 +29,8 @@ def test_every_group_data_artifact_is_built_at_its_version(mirror):
     pinned = group_data_artifacts()
     pinned.pop("calico-chart")  # no offline source: see build_mirror.py
     pinned.pop("nfs-provisioner-chart")
+    pinned.pop("gitlab-ce-apt-key")  # GitLab's signing keys: no offline source; unused where GitLab is skipped
+    pinned.pop("gitlab-runner-apt-key")
     assert set(artifacts) == set(pinned)
     assert {n: a["version"] for n, a in artifacts.items()} == {n: a["version"] for n, a in pinned.items()}
 
@@ -86,19 +88,26 @@ def test_a_rebuild_reuses_the_cache_and_gives_the_same_checksums(mirror):
 def test_pin_tool_writes_every_sha256_then_finds_nothing_to_change(served_mirror, mirror, tmp_path, capsys):
     from tests.conftest import REPO
 
+    import json
+
     _, artifacts = mirror
-    group_data = tmp_path / "all.py"
-    # As the sandbox: Cilium, whose chart the local mirror holds (Calico's has no offline source).
-    group_data.write_text((REPO / "group_data" / "all.py").read_text().replace('cni = "calico"', 'cni = "cilium"'))
-    assert pin_artifacts.main(["--mirror", served_mirror, "--group-data", str(group_data), "--check"]) == 1
-    assert pin_artifacts.main(["--mirror", served_mirror, "--group-data", str(group_data)]) == 0
-    import runpy
-    written = runpy.run_path(str(group_data))["artifacts"]
-    written.pop("calico-chart")
-    written.pop("nfs-provisioner-chart")
+    group_data, lock = tmp_path / "all.py", tmp_path / "artifacts.lock.json"
+    # As the sandbox: Cilium, whose chart the local mirror holds (Calico's has no offline source), and GitLab
+    # not installed from packages (its apt signing keys have no offline source either).
+    source = (REPO / "group_data" / "all.py").read_text()
+    assert 'cni = "calico"' in source and 'gitlab_package_source = "https://' in source
+    group_data.write_text(source.replace('cni = "calico"', 'cni = "cilium"')
+                          .replace('gitlab_package_source = "https://', 'gitlab_package_source = ""  # "https://'))
+    args = ["--mirror", served_mirror, "--group-data", str(group_data), "--lock", str(lock)]
+    assert pin_artifacts.main([*args, "--check"]) == 1
+    assert pin_artifacts.main(args) == 0
+    written = json.loads(lock.read_text())
     assert {n: s["sha256"] for n, s in written.items()} == {n: a["sha256"] for n, a in artifacts.items()}
-    assert pin_artifacts.main(["--mirror", served_mirror, "--group-data", str(group_data), "--check"]) == 0
+    assert written["containerd"]["url"].endswith("/v2.3.7/containerd-2.3.7-linux-amd64.tar.gz")
+    assert pin_artifacts.main([*args, "--check"]) == 0
     assert f"wrote {len(artifacts)} sha256" in capsys.readouterr().out
+    # The lock file is what the deploy reads: the sandbox's settings with this lock are pinned.
+    assert json.loads((mirror[0] / "artifacts.json").read_text()) == written
 
 
 def test_pin_tool_names_the_artifact_it_cannot_read(served_mirror, tmp_path, capsys):
@@ -107,7 +116,8 @@ def test_pin_tool_names_the_artifact_it_cannot_read(served_mirror, tmp_path, cap
     group_data = tmp_path / "all.py"
     group_data.write_text((REPO / "group_data" / "all.py").read_text().replace('"2.3.7"', '"2.3.99"')
                           .replace('cni = "calico"', 'cni = "cilium"'))
-    assert pin_artifacts.main(["--mirror", served_mirror, "--group-data", str(group_data)]) == 2
+    assert pin_artifacts.main(["--mirror", served_mirror, "--group-data", str(group_data),
+                               "--lock", str(tmp_path / "lock.json")]) == 2
     err = capsys.readouterr().err
-    assert "containerd 2.3.99: cannot read" in err and "404" in err
+    assert "the checksum file of containerd 2.3.99" in err and "404" in err
     assert pin_artifacts.parse_checksum("x" * 64 + "  other.tar.gz\n" + "a" * 64 + "  *want.tgz\n", "want.tgz") == "a" * 64

@@ -22,7 +22,7 @@ import yaml
 from tests.conftest import REPO, unavailable
 from tests.observability.stack import alertmanager_config, write_rules_file
 from tests.processes import stop_process
-from tests.tools import ToolUnavailable, go_tool
+from tools.gobuild import ToolUnavailable, go_tool
 
 DEBIAN = {"promtool": "/usr/bin/promtool", "prometheus": "/usr/bin/prometheus"}
 

@@ -21,6 +21,8 @@ class GitLabDouble:
         self.deploy_keys: dict[int, list[dict]] = {}
         self.access_tokens: dict[int, list[dict]] = {}
         self.runners: list[dict] = []
+        self.users: list[dict] = []
+        self.members: dict[int, list[dict]] = {}
         self.branches: dict[int, dict[str, str]] = {}
         self.files: dict[int, dict[str, dict[str, str]]] = {}
         self.commits: list[dict] = []
@@ -155,6 +157,21 @@ class GitLabDouble:
                 tree[action["file_path"]] = action["content"]
             self.commits.append(body)
             return 201, {"id": f"{self.new_id():040d}", "message": body["commit_message"]}, {}
+        if path == "/users" and method == "GET":
+            return self.page([u for u in self.users if u["username"] == query.get("username", u["username"])], query)
+        if path == "/users" and method == "POST":
+            if any(u["username"] == body["username"] for u in self.users):
+                return 409, {"message": "Username has already been taken"}, {}
+            user = {"id": self.new_id(), "username": body["username"], "name": body["name"], "email": body["email"],
+                    "password": body["password"], "skip_confirmation": body.get("skip_confirmation")}
+            self.users.append(user)
+            return 201, {k: v for k, v in user.items() if k != "password"}, {}
+        if ms := m(r"/groups/(\d+)/members", path):
+            members = self.members.setdefault(int(ms[1]), [])
+            if method == "GET":
+                return self.page(members, query)
+            members.append({"id": body["user_id"], "access_level": body["access_level"]})
+            return 201, members[-1], {}
         if path == "/runners/all" and method == "GET":
             return self.page([{k: v for k, v in r.items() if k != "token"} for r in self.runners], query)
         if path == "/user/runners" and method == "POST":

@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
-from tasks.gitlab_api import GitLab, GitLabError, wait_until_ready
+from tasks.gitlab_api import GitLab, GitLabError, bootstrap_gitlab, wait_until_ready
 from tasks.seeding import SeedError, seed_repository
+from tasks.state import LocalState
 from tests.pipeline.git_http import GitHttpServer
 from tests.platform.gitlab_double import GitLabDouble
 
@@ -61,24 +62,22 @@ def test_wait_until_ready_gives_up_with_what_to_check():
 
 
 def test_deploy_key_is_created_once_and_private(tmp_path):
-    from tasks.platform import ensure_deploy_key
-
-    public = ensure_deploy_key(tmp_path / "state")
-    assert public.startswith("ssh-ed25519 ") and public == ensure_deploy_key(tmp_path / "state")
-    key = tmp_path / "state" / "argocd-deploy-key"
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and b"OPENSSH PRIVATE KEY" in key.read_bytes()
+    state = LocalState(tmp_path / "state")
+    public = state.deploy_key_pair()
+    assert public.startswith("ssh-ed25519 ") and public == LocalState(tmp_path / "state").deploy_key_pair()
+    assert stat.S_IMODE(state.deploy_key.stat().st_mode) == 0o600
+    assert b"OPENSSH PRIVATE KEY" in state.deploy_key.read_bytes()
 
 
 def test_the_whole_gitlab_bootstrap_against_the_doubles_and_a_rerun_changes_nothing(server, tmp_path, sandbox_settings):
     """The GitLab API double plus git over HTTP: what the deploy does once GitLab answers."""
-    from tasks.platform import bootstrap_gitlab
     from tests.validation import gitops
 
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(server.root / "gitops-repo.git")], check=True)
     double = GitLabDouble(TOKEN, git_url=f"http://127.0.0.1:{server.port}")
     try:
         gl = GitLab(double.url, TOKEN, backoff=0.01)
-        state = tmp_path / "state"
+        state = LocalState(tmp_path / "state")
         created = bootstrap_gitlab(gl, sandbox_settings, state, TOKEN, None)
         assert {"group boutique", "project boutique/app-repo", "project boutique/gitops-repo",
                 "project access token gitops-bump", "variable GITOPS_TOKEN"} <= set(created)
@@ -91,8 +90,21 @@ def test_the_whole_gitlab_bootstrap_against_the_doubles_and_a_rerun_changes_noth
         dev = gitops.kustomize(checkout / "apps/online-boutique/overlays/dev")
         assert {c["image"].rsplit(":", 1)[1] for d in gitops.workloads(dev) for c in gitops.containers(d)
                 if d["metadata"]["name"] != "redis-cart"} == {"c0ffee" + "0" * 34}
-        for secret in ("runner-token", "gitops-token", "argocd-deploy-key"):
-            assert stat.S_IMODE((state / secret).stat().st_mode) == 0o600
+        for secret in (state.token_path("runner"), state.token_path("gitops"), state.deploy_key):
+            assert stat.S_IMODE(secret.stat().st_mode) == 0o600
         assert bootstrap_gitlab(gl, sandbox_settings, state, TOKEN, None) == []
     finally:
         double.close()
+
+
+def test_an_existing_deploy_key_is_never_replaced_and_a_lost_public_half_is_derived(tmp_path):
+    state = LocalState(tmp_path / "state")
+    public = state.deploy_key_pair()
+    private = state.deploy_key.read_bytes()
+    state.deploy_key_public.unlink()
+    assert state.deploy_key_pair() == public and state.deploy_key.read_bytes() == private
+    state.deploy_key_public.unlink()
+    state.write_private(state.deploy_key, b"not a key\n")
+    with pytest.raises(RuntimeError, match="is not an OpenSSH private key .* restore both"):
+        state.deploy_key_pair()
+    assert state.deploy_key.read_bytes() == b"not a key\n"

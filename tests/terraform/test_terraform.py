@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -18,7 +19,7 @@ from tasks.inventory import InventoryError, hosts_from_terraform
 from tasks.settings import load_settings
 from tests.conftest import REPO, load_inventory, unavailable
 from tests.processes import stop_process
-from tests.tools import ToolUnavailable, go_tool
+from tools.gobuild import ToolUnavailable, go_tool
 
 TF = REPO / "terraform"
 SAMPLE_OUTPUT = REPO / "tests" / "fixtures" / "terraform-output.json"
@@ -166,11 +167,45 @@ def test_tofu_init_offline_and_validate(tofu_env):
     assert validate.returncode == 0 and "Success" in validate.stdout, validate.stdout + validate.stderr
 
 
-def test_variable_validation_rejects_a_small_worker(tofu_env):
+_NET = 'network={mode="%s",bridge="br0",cidr="%s",gateway="192.168.10.1",dns=[]}'
+_VM = '{name="%s",address="%s",vcpu=%d,memory_mb=%d,disk_gb=40}'
+# One plan per validation block of terraform/variables.tf that its block must refuse, with the message it
+# must give: deleting (or loosening) any validation turns its case red.
+VALIDATION_CASES = {
+    "network.mode must be": [_NET % ("nat", "192.168.10.0/24")],
+    "network.cidr must be a CIDR": [_NET % ("bridge", "192.168.10.0")],
+    "ssh_user must be a valid Linux user name": ["ssh_user=Lab User"],
+    "ssh_public_key must be an OpenSSH public key": ["ssh_public_key=not-a-key"],
+    "platform.address must be an IPv4 address": ["platform=" + _VM % ("mini-pc", "mini-pc.lab", 4, 8192)],
+    "The platform VM needs at least 2 vCPUs and 4096 MB": ["platform=" + _VM % ("mini-pc", "192.168.10.10", 4, 2048)],
+    "control_plane.address must be an IPv4 address": ["control_plane=" + _VM % ("k8s-master", "master", 2, 4096)],
+    "The control plane needs at least 2 vCPUs and 2048 MB": ["control_plane=" + _VM % ("k8s-master", "192.168.10.11", 1, 4096)],
+    "The control plane needs at least 2 vCPUs and 2048 MB of memory": [
+        "control_plane=" + _VM % ("k8s-master", "192.168.10.11", 2, 1024)],
+    "At least one worker is needed.": ["workers=[]"],
+    "Every worker needs at least 4096 MB of memory": ["workers=[" + _VM % ("w1", "192.168.10.12", 2, 1024) + "]"],
+    "Every worker address must be an IPv4 address": ["workers=[" + _VM % ("w1", "w1.lab", 2, 8192) + "]"],
+    "Worker names must be unique.": ["workers=[" + _VM % ("w1", "192.168.10.12", 2, 8192) + ","
+                                     + _VM % ("w1", "192.168.10.13", 2, 8192) + "]"],
+}
+
+
+def test_every_validation_block_has_a_case():
+    messages = [m for m in re.findall(r'error_message\s*=\s*"(.*)"', (TF / "variables.tf").read_text())]
+    for message in messages:
+        plain = message.replace('\\"', '"')
+        assert any(plain.startswith(case) for case in VALIDATION_CASES), f"no refused plan tests: {plain}"
+
+
+@pytest.mark.parametrize("expected", VALIDATION_CASES, ids=lambda m: m[:40])
+def test_a_plan_breaking_a_rule_is_refused_with_its_message(tofu_env, expected):
     run_tofu(tofu_env, "init", "-input=false", "-no-color")
-    proc = run_tofu(tofu_env, "plan", "-input=false", "-no-color", "-var", f"ssh_public_key={KEY}",
-                    "-var", 'workers=[{name="w1",address="192.168.10.12",vcpu=2,memory_mb=1024,disk_gb=20}]')
-    assert proc.returncode != 0 and "Every worker needs at least 4096 MB of memory" in proc.stderr
+    variables = ["-var", f"ssh_public_key={KEY}"]
+    for assignment in VALIDATION_CASES[expected]:
+        variables += ["-var", assignment]
+    proc = run_tofu(tofu_env, "plan", "-input=false", "-no-color", *variables)
+    output = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0 and expected in output, output[-1500:]
 
 
 @pytest.fixture(scope="module")

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import testinfra
 
-from tests.conftest import REPO, load_inventory
+from tests.conftest import sandbox_settings_now
+from tools.lab.constants import LAB_DIR
 
-LAB_DIR = Path(os.environ.get("LAB_DIR", "/var/tmp/gitops-lab"))
-
-
-def _sandbox_nodes():
-    from tasks.settings import load_settings
-
-    return load_settings(load_inventory(REPO / "inventories" / "sandbox.py", {"LAB_MIRROR_DIR": "/nonexistent"})).nodes
-
-
-NODES = _sandbox_nodes()
+NODES = sandbox_settings_now().nodes
 
 
 def nodes_with(role: str) -> list:

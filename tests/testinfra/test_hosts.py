@@ -3,16 +3,27 @@ the platform host's TLS files and GitLab configuration)."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 
 from tasks.foundation import KERNEL_MODULES, KUBERNETES_SYSCTLS, MODULES_FILE, SYSCTL_FILE
-from tests.conftest import REPO
+from tasks.state import LocalState
+from tests.conftest import sandbox_settings_now
 from tests.testinfra.conftest import NODES, node_ids, nodes_with
 
 ALL = pytest.mark.parametrize("node", NODES, ids=node_ids)
 PLATFORM = nodes_with("platform")[0]
+STATE = LocalState(sandbox_settings_now().state_path)
+
+
+@ALL
+def test_the_host_runs_the_debian_release_the_lab_was_asked_for(connect, node):
+    """So a run meant for Debian 12 (LAB_RELEASE=bookworm) cannot pass on Debian 13 hosts, or the reverse."""
+    from tools.lab.lab import DEFAULT_RELEASE
+
+    assert connect(node).system_info.codename == os.environ.get("LAB_RELEASE", DEFAULT_RELEASE)
 
 
 @ALL
@@ -98,7 +109,7 @@ def test_kubernetes_sysctls(connect, node):
 def test_lab_ca_is_trusted_by_the_system(connect, node):
     host = connect(node)
     assert host.file("/usr/local/share/ca-certificates/gitops-lab-ca.crt").exists
-    gitlab_cert = (REPO / "state" / "sandbox" / "pki" / "gitlab.local.crt").read_text()
+    gitlab_cert = (STATE.pki / "gitlab.local.crt").read_text()
     # openssl with only the system bundle: the lab's server certificate verifies against it
     result = host.run(f"printf '%s' '{gitlab_cert}' > /tmp/gitlab.crt && openssl verify -CAfile "
                       "/etc/ssl/certs/ca-certificates.crt /tmp/gitlab.crt")
@@ -107,7 +118,7 @@ def test_lab_ca_is_trusted_by_the_system(connect, node):
 
 def test_platform_has_tls_files_gitlab_rb_and_docker_trust(connect):
     host = connect(PLATFORM)
-    ca = (REPO / "state" / "sandbox" / "pki" / "ca.crt").read_text()
+    ca = STATE.ca_cert.read_text()
     assert host.file("/etc/docker/certs.d/registry.local/ca.crt").content_string == ca
     assert host.file("/etc/gitlab-runner/certs/ca.crt").content_string == ca
     for name in ("gitlab.local", "registry.local"):
@@ -116,6 +127,13 @@ def test_platform_has_tls_files_gitlab_rb_and_docker_trust(connect):
     rb = host.file("/etc/gitlab/gitlab.rb")
     assert rb.mode == 0o600 and "external_url 'https://gitlab.local'" in rb.content_string
     assert host.file("/etc/gitlab/lab-initial-root-password").mode == 0o600
+
+
+@pytest.mark.parametrize("name", ["gitlab.local", "registry.local"])
+def test_the_deployed_server_certificates_name_the_platform_address(connect, name):
+    """What the platform phase really installed: the nodes and the runner also reach the registry by IP."""
+    san = connect(PLATFORM).check_output(f"openssl x509 -noout -ext subjectAltName -in /etc/gitlab/ssl/{name}.crt")
+    assert f"DNS:{name}" in san and f"IP Address:{PLATFORM.address}" in san, san
 
 
 def test_only_the_platform_gets_gitlab_files(connect):

@@ -1,6 +1,7 @@
 """Phase 2 on the lab's Kubernetes nodes after the real deploy: containerd 2.3 from the artifact mirror,
-configured as rendered, trusting the registry; runc and the CNI plugins; kubeadm, kubelet and kubectl at
-the pinned release; and a container that really runs under `ctr`, from an OCI image built here."""
+configured as rendered, trusting the registry and pulling the upstream registries through it; runc and the
+CNI plugins; kubeadm, kubelet and kubectl at the pinned release, the kubelet running; secrets root only; and
+a container that really runs under `ctr`, from an OCI image built here."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import tomllib
 
 import pytest
 
-from tasks import containerd, kubernetes
+from tasks import containerd, images, kubeadm
+from tasks.state import LocalState
 from tests.conftest import unavailable
 from tests.testinfra.conftest import LAB_DIR, NODES, node_ids
 
@@ -31,23 +33,31 @@ def test_containerd_2_3_is_active_enabled_and_answers(connect, node):
 @NODE
 def test_config_is_the_rendered_one_and_containerd_uses_it(connect, node, lab):
     host = connect(node)
-    assert host.file(containerd.CONFIG).content_string == containerd.config_toml(lab)
+    config = host.file(containerd.CONFIG)
+    assert config.content_string == containerd.config_toml(lab, images.pull_password(LocalState(lab.state_path)))
+    assert config.mode == 0o600 and config.user == "root", "config.toml holds the registry's pull account"
     # `config dump` is containerd's own merged view: proves the keys are real, not ignored typos.
     dumped = tomllib.loads(host.check_output("/usr/local/bin/containerd config dump"))
     cri = dumped["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]
     assert cri["options"]["SystemdCgroup"] is True and cri["options"]["BinaryName"] == containerd.RUNC
-    images = dumped["plugins"]["io.containerd.cri.v1.images"]
-    assert images["pinned_images"]["sandbox"] == lab.pause_image
-    assert images["registry"]["config_path"] == containerd.CERTS_D
+    cri_images = dumped["plugins"]["io.containerd.cri.v1.images"]
+    assert cri_images["pinned_images"]["sandbox"] == lab.images["pause"]["ref"]
+    assert cri_images["registry"]["config_path"] == containerd.CERTS_D
+    assert cri_images["registry"]["configs"][lab.registry_domain]["auth"]["username"] == "cluster-pull"
+    runtime = dumped["plugins"]["io.containerd.cri.v1.runtime"]
+    assert runtime["restrict_oom_score_adj"] is True, "the lab's conf.d drop-in is read through the imports line"
 
 
 @NODE
 def test_registry_trust_files_hold_the_lab_ca(connect, node, lab):
     host = connect(node)
-    base = f"{containerd.CERTS_D}/{lab.registry_domain}"
-    assert host.file(f"{base}/hosts.toml").content_string == containerd.registry_hosts(lab)[lab.registry_domain]
-    ca = (lab.state_path / "pki" / "ca.crt").read_text()
-    assert host.file(f"{base}/ca.crt").content_string == ca
+    hosts = containerd.registry_hosts(lab)
+    assert set(hosts) == {lab.registry_domain, "registry.k8s.io", "quay.io", "docker.io", "ghcr.io"}
+    for registry, content in hosts.items():
+        assert host.file(f"{containerd.CERTS_D}/{registry}/hosts.toml").content_string == content
+    assert 'override_path = true' in hosts["registry.k8s.io"] and "/v2/boutique/mirror/registry.k8s.io" in hosts["registry.k8s.io"]
+    ca = LocalState(lab.state_path).ca_cert.read_text()
+    assert host.file(containerd.lab_ca_file(lab)).content_string == ca
 
 
 @NODE
@@ -56,7 +66,6 @@ def test_runc_and_cni_plugins_are_installed(connect, node):
     assert "runc version 1.5.2" in host.check_output(f"{containerd.RUNC} --version")
     for plugin in ("bridge", "loopback", "host-local", "portmap"):
         assert host.file(f"{containerd.CNI_BIN}/{plugin}").mode & 0o111
-    assert host.file(f"{kubernetes.ADMIN_CONF}").exists is False  # no image source in the lab: no init
 
 
 @NODE
@@ -65,8 +74,21 @@ def test_kubernetes_binaries_are_the_pinned_release_and_kubelet_waits_for_kubead
     assert host.check_output("kubeadm version -o short") == f"v{lab.kubernetes_version}"
     assert f"v{lab.kubernetes_version}" in host.check_output("kubectl version --client")
     assert f"v{lab.kubernetes_version}" in host.check_output("kubelet --version")
-    assert host.service("kubelet").is_enabled
+    assert host.service("kubelet").is_enabled and host.service("kubelet").is_running
     assert "kubeadm-flags.env" in host.check_output("systemctl cat kubelet")
+
+
+@NODE
+def test_the_nodes_secrets_are_root_only_and_no_join_token_is_left(connect, node):
+    host = connect(node)
+    assert not host.file(kubeadm.JOIN_CONFIG).exists, "the join configuration (its token) outlived the join"
+    assert not host.file("/etc/kubernetes/.gitops-lab-private").exists
+    private = ["/etc/kubernetes/kubelet.conf", containerd.CONFIG]
+    if node.has_role("control_plane"):
+        private += [kubeadm.ADMIN_CONF, kubeadm.KUBEADM_CONFIG, "/etc/kubernetes/pki/ca.key"]
+    for path in private:
+        file = host.file(path)
+        assert file.exists and file.mode == 0o600 and file.user == "root", (path, oct(file.mode))
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from unittest import mock
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.host import Host
+from pyinfra.connectors.util import CommandOutput
 from pyinfra.context import ctx_host, ctx_state
 
 
@@ -62,12 +63,17 @@ def plan(deploy_func: Callable[..., Any], *args: Any, host_name: str = "k8s-work
             mock.patch("pyinfra.logger.warning", side_effect=lambda msg, *a: warnings.append(str(msg))):
         add_deploy(state, deploy_func, *args, host=host, **kwargs)
         ops = []
+        # As a run would: in order, each operation's `_if` conditions evaluated against the operations before
+        # it, every command taken to succeed (so `did_change` answers as it would on the host).
+        state.is_executing = True
         with ctx_state.use(state), ctx_host.use(host):
             for op_hash in state.get_op_order():
                 if op_hash not in state.ops[host]:
                     continue
                 data = state.get_op_data_for_host(host, op_hash)
-                commands = [str(getattr(c, "get_masked_value", lambda: c)()) for c in data.command_generator()]
+                raw = list(data.command_generator())
+                data.operation_meta.set_complete(True, raw, CommandOutput([]))
+                commands = [str(getattr(c, "get_masked_value", lambda: c)()) for c in raw]
                 name = sorted(state.op_meta[op_hash].names)[0].split(" | ")[-1]
                 ops.append(PlannedOp(name, commands))
     return Plan(ops, warnings)

@@ -6,12 +6,16 @@ from __future__ import annotations
 import hashlib
 from types import SimpleNamespace
 
-import jinja2
+from dataclasses import replace
 import pytest
 
 from tasks import foundation
 from tasks.foundation import KUBERNETES_SYSCTLS, PreflightError, assess_host, preflight_all
 from tests.unit.plan import plan
+from tests.unit.test_debian import distribution
+
+
+TRIXIE = distribution("trixie", "13")
 
 
 def iface(address: str, prefix: int = 24, dynamic: bool = False, name: str = "eth0") -> dict:
@@ -49,11 +53,7 @@ def test_hosts_block_lists_every_host_and_the_platform_names(sandbox_settings):
 
 
 def render_chrony(settings, node_name: str, **overrides) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(foundation.TEMPLATES)), trim_blocks=True,
-                             lstrip_blocks=True)
-    context = foundation.chrony_context(settings, settings.node(node_name))
-    context.update(overrides)
-    return env.get_template("chrony.conf.j2").render(**context)
+    return foundation.chrony_conf(replace(settings, **overrides), settings.node(node_name))
 
 
 def test_platform_chrony_follows_upstream_and_serves_the_node_network(sandbox_settings):
@@ -65,7 +65,7 @@ def test_platform_chrony_follows_upstream_and_serves_the_node_network(sandbox_se
 
 
 def test_platform_chrony_without_local_stratum_has_no_local_line(sandbox_settings):
-    assert "local stratum" not in render_chrony(sandbox_settings, "mini-pc", local_stratum=0)
+    assert "local stratum" not in render_chrony(sandbox_settings, "mini-pc", ntp_local_stratum=0)
 
 
 @pytest.mark.parametrize("name", ["k8s-master", "k8s-worker1", "k8s-worker2"])
@@ -88,7 +88,7 @@ def test_sysctl_file_persists_every_kubernetes_sysctl():
 
 def test_worker_below_hard_memory_minimum_is_an_error_naming_host_and_fix(sandbox_settings):
     node = sandbox_settings.node("k8s-worker1")
-    result = assess_host(node, sandbox_settings, cpus=2, memory_mb=2048, disk_free_gib=50,
+    result = assess_host(node, sandbox_settings, TRIXIE, cpus=2, memory_mb=2048, disk_free_gib=50,
                          interfaces=[iface("198.51.100.12")])
     assert len(result.errors) == 1 and not result.warnings
     assert "k8s-worker1: 2048 MiB of memory is below the worker minimum of 3500 MiB" in result.errors[0]
@@ -97,7 +97,7 @@ def test_worker_below_hard_memory_minimum_is_an_error_naming_host_and_fix(sandbo
 
 def test_worker_between_soft_and_hard_limit_is_a_warning(sandbox_settings):
     node = sandbox_settings.node("k8s-worker2")
-    result = assess_host(node, sandbox_settings, cpus=2, memory_mb=3900, disk_free_gib=50,
+    result = assess_host(node, sandbox_settings, TRIXIE, cpus=2, memory_mb=3900, disk_free_gib=50,
                          interfaces=[iface("198.51.100.13")])
     assert not result.errors
     assert result.warnings == ["k8s-worker2: 3900 MiB of memory is below the recommended 7500 MiB for worker; "
@@ -106,15 +106,16 @@ def test_worker_between_soft_and_hard_limit_is_a_warning(sandbox_settings):
 
 def test_host_meeting_every_need_has_no_findings(sandbox_settings):
     node = sandbox_settings.node("k8s-master")
-    result = assess_host(node, sandbox_settings, cpus=4, memory_mb=8192, disk_free_gib=100,
+    result = assess_host(node, sandbox_settings, TRIXIE, cpus=4, memory_mb=8192, disk_free_gib=100,
                          interfaces=[iface("127.0.0.1", 8, name="lo"), iface("198.51.100.11")])
     assert not result.errors and not result.warnings
-    assert result.report.startswith("k8s-master [control_plane] 198.51.100.11: 4 CPUs (min 2), 8.0 GiB memory")
+    assert result.report.startswith("k8s-master [control_plane] 198.51.100.11: Debian 13 (trixie), 4 CPUs (min 2), "
+                                    "8.0 GiB memory")
 
 
 def test_too_few_cpus_and_little_disk(sandbox_settings):
     node = sandbox_settings.node("k8s-master")
-    result = assess_host(node, sandbox_settings, cpus=1, memory_mb=8192, disk_free_gib=3.5,
+    result = assess_host(node, sandbox_settings, TRIXIE, cpus=1, memory_mb=8192, disk_free_gib=3.5,
                          interfaces=[iface("198.51.100.11")])
     assert any("1 CPUs, control_plane needs at least 2" in e for e in result.errors)
     assert any("only 3.5 GiB free on /" in w for w in result.warnings)
@@ -122,7 +123,7 @@ def test_too_few_cpus_and_little_disk(sandbox_settings):
 
 def test_inventory_address_not_on_the_host_is_an_error(sandbox_settings):
     node = sandbox_settings.node("k8s-worker1")
-    result = assess_host(node, sandbox_settings, cpus=2, memory_mb=8192, disk_free_gib=50,
+    result = assess_host(node, sandbox_settings, TRIXIE, cpus=2, memory_mb=8192, disk_free_gib=50,
                          interfaces=[iface("127.0.0.1", 8, name="lo"), iface("198.51.100.99")])
     assert len(result.errors) == 1
     assert "address 198.51.100.12 from the inventory is not configured on the host (found: 198.51.100.99/24 on eth0)" \
@@ -131,7 +132,7 @@ def test_inventory_address_not_on_the_host_is_an_error(sandbox_settings):
 
 def test_dhcp_address_and_wrong_prefix_are_warned_about(sandbox_settings):
     node = sandbox_settings.node("k8s-worker1")
-    result = assess_host(node, sandbox_settings, cpus=2, memory_mb=8192, disk_free_gib=50,
+    result = assess_host(node, sandbox_settings, TRIXIE, cpus=2, memory_mb=8192, disk_free_gib=50,
                          interfaces=[iface("198.51.100.12", prefix=16, dynamic=True)])
     assert not result.errors
     assert any("is a DHCP lease; make it static" in w for w in result.warnings)
@@ -143,9 +144,9 @@ class FakeHost(SimpleNamespace):
         return self.facts[fact_cls.__name__]
 
 
-def fake_host(name: str, address: str, memory_mb: int) -> FakeHost:
+def fake_host(name: str, address: str, memory_mb: int, release: dict = TRIXIE) -> FakeHost:
     return FakeHost(name=name, facts={"Cpus": 2, "Memory": memory_mb, "FreeDiskGiB": 50.0,
-                                      "Ipv4Interfaces": [iface(address)]})
+                                      "Ipv4Interfaces": [iface(address)], "LinuxDistribution": release})
 
 
 def test_preflight_reports_every_failing_host_at_once_and_changes_nothing(sandbox_settings):
@@ -157,6 +158,17 @@ def test_preflight_reports_every_failing_host_at_once_and_changes_nothing(sandbo
     assert message.startswith("preflight failed, nothing was changed")
     assert "k8s-worker1: 1024 MiB" in message and "k8s-worker2: 2048 MiB" in message
     assert "mini-pc" not in message and "k8s-master" not in message
+
+
+def test_preflight_refuses_an_unsupported_release_in_one_line_before_any_change(sandbox_settings):
+    hosts = [fake_host("mini-pc", "198.51.100.10", 16000, release=distribution("bookworm", "12")),
+             fake_host("k8s-worker1", "198.51.100.12", 8000, release=distribution("bullseye", "11"))]
+    with pytest.raises(PreflightError) as err:
+        preflight_all(sandbox_settings, hosts)
+    lines = str(err.value).splitlines()
+    assert lines == ["preflight failed, nothing was changed:",
+                     "    k8s-worker1: Debian 11 (bullseye) is not a supported release (supported: Debian 12 (bookworm), "
+                     "Debian 13 (trixie)). Fix: install Debian 13 (trixie) on it"]
 
 
 def test_preflight_passes_healthy_hosts(sandbox_settings):
@@ -236,7 +248,28 @@ def test_time_on_a_fresh_node_uploads_config_and_restarts_chrony(sandbox_setting
     p = plan(foundation.configure_time, sandbox_settings, node,
              facts={"File": None, "SystemdStatus": {"chrony.service": True}, "SystemdEnabled": {"chrony.service": True}})
     assert p.find("chrony.conf (follow platform)").commands
-    assert any("systemctl restart chrony" in c for c in p.find("chrony running").commands)
+    assert any("systemctl restart chrony" in c for c in p.find("chrony restarted").commands)
+    assert p.find("chrony-restart: done").commands, "the restart clears its marker"
+
+
+def test_time_restarts_chrony_when_a_cut_off_run_left_the_restart_due(sandbox_settings):
+    node = sandbox_settings.node("k8s-worker1")
+    conf_sha1 = hashlib.sha1(foundation.chrony_conf(sandbox_settings, node).encode()).hexdigest()
+    converged = {"File": {"mode": 644}, "Directory": {"mode": 755}, "Sha1File": lambda path: conf_sha1,
+                 "FindFiles": ["/var/lib/gitops-lab/pending/chrony-restart"],
+                 "SystemdStatus": {"chrony.service": True}, "SystemdEnabled": {"chrony.service": True}}
+    p = plan(foundation.configure_time, sandbox_settings, node, facts=converged)
+    assert any("systemctl restart chrony" in c for c in p.find("chrony restarted").commands)
+    assert not p.find("chrony.conf").commands, "the config itself is converged"
+    assert not p.find("chrony running and enabled").commands
+
+
+def test_time_on_a_converged_node_restarts_nothing(sandbox_settings):
+    node = sandbox_settings.node("k8s-worker1")
+    conf_sha1 = hashlib.sha1(foundation.chrony_conf(sandbox_settings, node).encode()).hexdigest()
+    converged = {"File": {"mode": 644}, "Directory": {"mode": 755}, "Sha1File": lambda path: conf_sha1, "FindFiles": [],
+                 "SystemdStatus": {"chrony.service": True}, "SystemdEnabled": {"chrony.service": True}}
+    assert plan(foundation.configure_time, sandbox_settings, node, facts=converged).changing() == []
 
 
 def test_names_write_hosts_before_the_hostname(sandbox_settings):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.settings import SCHEMA, SettingsError, load_settings
-from tests.conftest import PYINFRA, REPO, load_inventory
+from tasks.settings import NO_EXAMPLE, SCHEMA, SHIPPED_DEFAULTS, SettingsError, load_settings
+from tests.conftest import PYINFRA, REPO, WITHOUT_MIRROR_LOCK, load_inventory
 
 FIXTURES = REPO / "tests" / "fixtures"
 INVALID = sorted((FIXTURES / "invalid").glob("*.yaml"))
@@ -55,6 +55,24 @@ def listener():
     counter.close()
 
 
+def load_fixture(fixture: Path, **changes: dict):
+    """load_settings of a fixture, optionally changed (`data`, `host_data`, `artifact_override` merged in)."""
+    spec = yaml.safe_load(fixture.read_text()) or {}
+    for part, value in changes.items():
+        merged = spec.setdefault(part, {})
+        for key, item in value.items():
+            merged[key] = {**merged.get(key, {}), **item} if isinstance(item, dict) and part != "data" else item
+    changed = fixture.parent / f".changed-{fixture.name}" if changes else fixture
+    if changes:
+        changed.write_text(yaml.safe_dump(spec))
+    try:
+        return load_settings(load_inventory(FIXTURE_INVENTORY, {"SETTINGS_FIXTURE": str(changed)}),
+                             "tests/fixtures/inventory.py")
+    finally:
+        if changes:
+            changed.unlink()
+
+
 def run_cli(fixture: Path, port: int, *args: str) -> subprocess.CompletedProcess:
     env = {"SETTINGS_FIXTURE": str(fixture), "FIXTURE_SSH_PORT": str(port), "PATH": "/usr/bin:/bin"}
     return subprocess.run([PYINFRA, "-y", str(FIXTURE_INVENTORY), "deploy.py", *args], cwd=REPO, env=env,
@@ -62,7 +80,7 @@ def run_cli(fixture: Path, port: int, *args: str) -> subprocess.CompletedProcess
 
 
 def test_there_is_one_fixture_per_rule_and_each_names_its_message():
-    assert len(INVALID) >= 20
+    assert len(INVALID) >= 70
     messages = [expected_message(f) for f in INVALID]
     assert all(messages), "every invalid fixture must say which message it expects"
     assert len(set(messages)) == len(messages), "two fixtures expect the same message: one of them tests nothing new"
@@ -70,7 +88,7 @@ def test_there_is_one_fixture_per_rule_and_each_names_its_message():
 
 @pytest.mark.parametrize("inventory", ["lab.py", "sandbox.py"])
 def test_shipped_inventories_are_valid(inventory):
-    settings = load_settings(load_inventory(REPO / "inventories" / inventory, {"LAB_MIRROR_DIR": "/nonexistent"}))
+    settings = load_settings(load_inventory(REPO / "inventories" / inventory, data=WITHOUT_MIRROR_LOCK))
     assert [n.name for n in settings.with_role("platform")] == ["mini-pc"]
     assert settings.control_plane.name == "k8s-master"
     assert [n.name for n in settings.workers] == ["k8s-worker1", "k8s-worker2"]
@@ -98,9 +116,8 @@ def test_any_number_of_workers_is_valid(tmp_path):
 
 @pytest.mark.parametrize("fixture", INVALID, ids=lambda p: p.stem)
 def test_invalid_fixture_is_rejected_with_its_message(fixture):
-    inventory = load_inventory(FIXTURE_INVENTORY, {"SETTINGS_FIXTURE": str(fixture)})
     with pytest.raises(SettingsError) as err:
-        load_settings(inventory)
+        load_fixture(fixture)
     message = str(err.value)
     assert expected_message(fixture) in message
     assert "\n" not in message, "the error must be one line"
@@ -138,11 +155,59 @@ def test_lab_inventory_refuses_to_start_until_its_downloads_are_pinned(listener)
     assert proc.returncode != 0 and "Traceback" not in output
     errors = [line for line in output.splitlines() if "pyinfra error" in line]
     assert len(errors) == 1 and "setting artifacts.containerd.sha256" in errors[0], output
-    assert "not pinned yet" in errors[0] and "tools/pin_artifacts.py" in errors[0]
+    assert "is not pinned in group_data/artifacts.lock.json" in errors[0] and "tools/pin_artifacts.py" in errors[0]
     assert listener.count == 0
 
 
-def test_every_setting_is_documented_in_the_readme():
-    readme = (REPO / "README.md").read_text()
-    missing = [key for key in SCHEMA if f"`{key}`" not in readme]
-    assert not missing, f"settings missing from the README's settings table: {missing}"
+def test_the_settings_reference_is_generated_from_the_declarations():
+    from tools import settings_reference
+
+    assert (REPO / "docs" / "settings.md").read_text() == settings_reference.render(), \
+        "docs/settings.md differs from the code: run python -m tools.settings_reference"
+    assert all(f"`{key}`" in settings_reference.render() for key in SCHEMA)
+
+
+def test_each_setting_is_declared_once_with_a_parser_and_a_description():
+    source = (REPO / "tasks" / "settings.py").read_text()
+    for key, spec in SCHEMA.items():
+        assert source.count(f"    {key}: ") == 1, f"{key} is declared more than once"
+        assert spec.doc and callable(spec.parse)
+
+
+def test_the_shipped_defaults_the_messages_rely_on_are_group_datas():
+    import runpy
+
+    defaults = runpy.run_path(str(REPO / "group_data" / "all.py"))
+    assert {key: defaults[key] for key in SHIPPED_DEFAULTS} == SHIPPED_DEFAULTS
+
+
+def apply_example(fixture: Path, err: SettingsError):
+    """The fixture with the error's example written where the error points."""
+    key = err.key
+    if key.startswith("artifacts."):
+        _, name, field = key.split(".")
+        return load_fixture(fixture, artifact_override={name: {field: err.example}})
+    if key.startswith("images."):
+        return load_fixture(fixture, image_override={key.split(".", 1)[1]: err.example})
+    top, _, entry = key.partition(".")
+    if entry and top in SCHEMA:  # one entry of a mapping setting: the fixture's mapping with that entry fixed
+        mapping = yaml.safe_load(fixture.read_text()).get("data", {}).get(top, {})
+        return load_fixture(fixture, data={top: {**mapping, entry: err.example}})
+    if SCHEMA[key].scope == "host":
+        return load_fixture(fixture, host_data={err.host: {key: err.example}})
+    return load_fixture(fixture, data={key: err.example})
+
+
+@pytest.mark.parametrize("fixture", INVALID, ids=lambda p: p.stem)
+def test_every_fix_example_is_accepted_when_applied(fixture):
+    """An example in a "Fix:" is a valid value for that key: written where the error says, this error goes
+    away (another mistake of the same fixture may remain, but not on that key)."""
+    with pytest.raises(SettingsError) as err:
+        load_fixture(fixture)
+    assert "e.g." not in err.value.fix, "examples go into SettingsError.example, where this test can check them"
+    if err.value.example is NO_EXAMPLE:
+        return
+    try:
+        apply_example(fixture, err.value)
+    except SettingsError as still:
+        assert (still.key, still.host) != (err.value.key, err.value.host), f"the example did not fix it: {still}"

@@ -3,6 +3,8 @@ and the suite fails each deliberately broken copy for the right reason."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import re
 import shutil
 from pathlib import Path
@@ -20,7 +22,9 @@ IMAGE_TAG = "3f9c1e2a7b5d4c6e8f0a1b2c3d4e5f6a7b8c9d0e"
 
 
 def settings_of(inventory: str):
-    return load_settings(load_inventory(REPO / "inventories" / inventory))
+    """An inventory's settings with every Application rendered: validation covers all that ships, also what
+    an inventory leaves out (the sandbox's app set is tested below)."""
+    return replace(load_settings(load_inventory(REPO / "inventories" / inventory)), gitops_apps_left_out={})
 
 
 @pytest.fixture(scope="module", params=["sandbox.py", "lab.py"])
@@ -226,3 +230,23 @@ def test_checkov_passes_on_the_rendered_repo_with_every_skip_explained(sandbox_r
     failed = [f"{f['check_id']} {f['check_name']}: {f['resource']}" for r in reports for f in r["results"]["failed_checks"]]
     passed = sum(r["summary"]["passed"] for r in reports)
     assert failed == [] and passed > 100, failed
+
+
+def test_the_sandbox_s_app_set_leaves_out_exactly_what_it_lists_and_still_validates(tmp_path):
+    """What the lab's Argo CD syncs (tools/lab/git_server.py seeds this rendering): the root app's kustomization
+    builds, names only the Applications not left out, and the repository passes the same validation."""
+    from tasks.gitops_repo import application_names
+
+    settings = load_settings(load_inventory(REPO / "inventories" / "sandbox.py"))
+    left_out = settings.gitops_apps_left_out
+    assert left_out and all(reason for reason in left_out.values())
+    repo = render_gitops_repo(settings, tmp_path / "repo", IMAGE_TAG)
+    built = gitops.kustomize(repo / "argocd" / "apps")
+    apps = sorted(o["metadata"]["name"] for o in built if o["kind"] == "Application")
+    assert apps == sorted(set(application_names()) - set(left_out))
+    assert sorted(o["metadata"]["name"] for o in built if o["kind"] == "AppProject") == ["boutique", "platform"]
+    assert validate(settings, repo) == []
+    # and with nothing left out, every Application is there
+    everything = render_gitops_repo(replace(settings, gitops_apps_left_out={}), tmp_path / "all", IMAGE_TAG)
+    built = gitops.kustomize(everything / "argocd" / "apps")
+    assert sorted(o["metadata"]["name"] for o in built if o["kind"] == "Application") == sorted(application_names())

@@ -11,9 +11,9 @@ from dataclasses import replace
 
 import pytest
 
-from tasks import containerd, kubernetes
+from tasks import containerd, kubeadm as kubeadm_tasks
 from tests.conftest import unavailable
-from tests.tools import ToolUnavailable, kube_build
+from tools.gobuild import ToolUnavailable, kube_build
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +39,20 @@ def test_kubeadm_accepts_the_rendered_configuration(kubeadm, tmp_path, sandbox_s
                                       api_server_extra_sans=["10.0.0.5", "api.example.org"]),
         "cgroup-v1-allowed": replace(sandbox_settings, kubelet_fail_cgroup_v1=False, kube_proxy_mode="nftables"),
     }[variant]
-    proc = validate(kubeadm, tmp_path, kubernetes.kubeadm_config(settings))
+    proc = validate(kubeadm, tmp_path, kubeadm_tasks.kubeadm_config(settings))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ok" in (proc.stdout + proc.stderr).lower()
 
 
 def test_kubeadm_rejects_a_misspelt_field(kubeadm, tmp_path, sandbox_settings):
     """The control case: kubeadm's validation is strict, so the check above means something."""
-    text = kubernetes.kubeadm_config(sandbox_settings).replace("podSubnet:", "podSubnett:")
+    text = kubeadm_tasks.kubeadm_config(sandbox_settings).replace("podSubnet:", "podSubnett:")
     proc = validate(kubeadm, tmp_path, text)
     assert proc.returncode != 0 and "podSubnett" in proc.stdout + proc.stderr
 
 
 def test_kubeadm_accepts_the_join_configuration(kubeadm, tmp_path, sandbox_settings):
-    text = kubernetes.join_config(sandbox_settings, sandbox_settings.node("k8s-worker1"), "abcdef.0123456789abcdef",
+    text = kubeadm_tasks.join_config(sandbox_settings, sandbox_settings.node("k8s-worker1"), "abcdef.0123456789abcdef",
                                   "sha256:" + "0" * 64)
     proc = validate(kubeadm, tmp_path, text)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -66,7 +66,7 @@ def test_containerd_reads_the_rendered_config_as_written(artifact_mirror, tmp_pa
     with tarfile.open(root / mirror_path(spec["url"].format(version=spec["version"]))) as tar:
         tar.extract("bin/containerd", tmp_path)
     config = tmp_path / "config.toml"
-    config.write_text(containerd.config_toml(sandbox_settings))
+    config.write_text(containerd.config_toml(sandbox_settings, "pull-password-for-the-test"))
     proc = subprocess.run([str(tmp_path / "bin" / "containerd"), "--config", str(config), "config", "dump"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -77,4 +77,4 @@ def test_containerd_reads_the_rendered_config_as_written(artifact_mirror, tmp_pa
     runc = dumped["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]
     assert runc["options"]["SystemdCgroup"] is True
     assert dumped["plugins"]["io.containerd.cri.v1.runtime"]["cni"]["bin_dirs"] == ["/opt/cni/bin"]
-    assert dumped["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == sandbox_settings.pause_image
+    assert dumped["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == sandbox_settings.images["pause"]["ref"]

@@ -1,5 +1,5 @@
 resource "libvirt_volume" "base" {
-  name   = "gitops-lab-debian-12-base.qcow2"
+  name   = "gitops-lab-debian-base.qcow2"
   pool   = var.storage_pool
   source = var.base_image
   format = "qcow2"

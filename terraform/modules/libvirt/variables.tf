@@ -12,7 +12,7 @@ variable "hosts" {
 
 variable "base_image" {
   type        = string
-  description = "Debian 12 cloud image (qcow2): path on the KVM host or URL."
+  description = "Debian 13 (or 12) cloud image (qcow2): path on the KVM host or URL."
 }
 
 variable "storage_pool" {

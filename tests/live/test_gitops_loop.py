@@ -1,0 +1,233 @@
+"""The GitOps loop for real in the lab: Argo CD (built from source) reads gitops-repo over SSH from the
+platform host (tools/lab/git_server.py, GitLab's SSH endpoint stand-in) with the read-only deploy key,
+checks the host key the deploy recorded, finds `gitlab.local` through cluster DNS, syncs the root app,
+reverts a hand-made change, recreates a deleted object, and follows commits (added, changed, removed:
+pruned). The lab's app set is the sandbox's (gitops_apps_left_out says what is left out and why).
+
+Each measured time is printed and written to reports/gitops-loop.json. Refreshes are triggered the way
+`argocd app get --refresh` does (an annotation); Argo CD's own polling (timeout.reconciliation, 3 min by
+default) is not waited for here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.gitops_repo import application_names
+from tasks.state import LocalState
+from tests.conftest import REPO
+from tests.live.conftest import wait_for
+from tools.lab.constants import SSH_KEY
+from tools.lab.git_server import SEED_MESSAGE, lab_repo_url
+
+ARGO = "argoproj.io/v1alpha1"
+NAMESPACE = "argocd"
+PROBE = "gitops-loop-probe"
+MEASURED: dict[str, float] = {}
+SYNC_DEADLINE_S = 300
+HEAL_DEADLINE_S = 120
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report():
+    yield
+    out = REPO / "reports" / "gitops-loop.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(MEASURED, indent=2) + "\n")
+    print(f"\ngitops loop, measured (s): {MEASURED} -> {out}")
+
+
+def measure(name: str, started: float) -> None:
+    MEASURED[name] = round(time.monotonic() - started, 1)
+    print(f"{name}: {MEASURED[name]}s")
+
+
+def git_env() -> dict[str, str]:
+    ssh = (f"ssh -i {SSH_KEY} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no "
+           "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
+    return dict(os.environ, GIT_SSH_COMMAND=ssh, GIT_TERMINAL_PROMPT="0")
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, env=git_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"git {' '.join(args)}: {proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def repo_url(lab_settings) -> str:
+    return lab_repo_url(lab_settings.gitlab_group, str(lab_settings.platform.address))
+
+
+@pytest.fixture(scope="module")
+def checkout(repo_url, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("gitops-loop") / "gitops-repo"
+    git("clone", "-q", repo_url, str(work))
+    return work
+
+
+def head(repo_url: str) -> str:
+    return git("ls-remote", repo_url, "refs/heads/main").split()[0]
+
+
+def commit_and_push(work: Path, message: str) -> str:
+    identity = ["-c", "user.name=lab live test", "-c", "user.email=live@gitops-lab.invalid"]
+    git(*identity, "add", "-A", cwd=work)
+    git(*identity, "commit", "-qm", message, cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work).strip()
+
+
+def refresh(cluster, app: str = "root") -> None:
+    cluster.patch(ARGO, "Application", app, NAMESPACE,
+                  {"metadata": {"annotations": {"argocd.argoproj.io/refresh": "normal"}}}, "lab-live-test", merge=True)
+
+
+def root_status(cluster) -> dict:
+    app = cluster.get(ARGO, "Application", "root", NAMESPACE) or {}
+    status = app.get("status", {})
+    return {"sync": status.get("sync", {}).get("status"), "revision": status.get("sync", {}).get("revision"),
+            "health": status.get("health", {}).get("status"),
+            "conditions": [c.get("message", "")[:300] for c in status.get("conditions", [])]}
+
+
+def wait_synced(cluster, revision: str, what: str, timeout_s: float = SYNC_DEADLINE_S) -> None:
+    last: dict = {}
+    refreshed = 0.0
+
+    def synced():
+        nonlocal last, refreshed
+        last = root_status(cluster)
+        if last["sync"] == "Synced" and last["health"] == "Healthy" and last["revision"] == revision:
+            return True
+        if time.monotonic() - refreshed > 15:
+            refresh(cluster)
+            refreshed = time.monotonic()
+        return False
+
+    deadline = time.monotonic() + timeout_s
+    while not synced():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: the root app did not reach Synced/Healthy at {revision[:12]} within "
+                        f"{timeout_s:.0f}s; last status: {last}")
+        time.sleep(2)
+
+
+def test_gitlab_s_names_are_in_cluster_dns_and_its_host_keys_among_argo_cd_s_known_hosts(cluster, lab_settings):
+    corefile = cluster.get("v1", "ConfigMap", "coredns", "kube-system")["data"]["Corefile"]
+    assert f"{lab_settings.platform.address} gitlab.local registry.local" in corefile
+    recorded = LocalState(lab_settings.state_path).gitlab_known_hosts.read_text().splitlines()
+    assert recorded and all(line.startswith("gitlab.local ") for line in recorded)
+    known = cluster.get("v1", "ConfigMap", "argocd-ssh-known-hosts-cm", NAMESPACE)["data"]["ssh_known_hosts"]
+    assert set(recorded) <= set(known.splitlines())
+
+
+def test_the_root_app_syncs_the_seeded_commit_over_ssh(cluster, repo_url, checkout):
+    """What the lab tool seeded (the deploy's render) is what Argo CD applied: Synced, Healthy, same commit."""
+    assert git("log", "-1", "--format=%s", cwd=checkout).strip() == SEED_MESSAGE
+    seeded = head(repo_url)
+    started = time.monotonic()
+    wait_synced(cluster, seeded, "first sync")
+    measure("root app Synced and Healthy (from test start, after the deploy)", started)
+    projects = sorted(p["metadata"]["name"] for p in cluster.list_objects(ARGO, "AppProject", NAMESPACE))
+    assert {"boutique", "platform"} <= set(projects)
+
+
+def test_the_lab_s_app_set_is_the_sandbox_s(cluster, lab_settings):
+    apps = sorted(a["metadata"]["name"] for a in cluster.list_objects(ARGO, "Application", NAMESPACE))
+    expected = sorted({"root", *application_names()} - set(lab_settings.gitops_apps_left_out))
+    assert apps == expected
+
+
+def test_a_hand_made_change_is_reverted(cluster):
+    """selfHeal: the AppProject's description edited by hand is put back as Git has it."""
+    wanted = cluster.get(ARGO, "AppProject", "boutique", NAMESPACE)["spec"]["description"]
+    started = time.monotonic()
+    cluster.patch(ARGO, "AppProject", "boutique", NAMESPACE, {"spec": {"description": "edited by hand"}},
+                  "kubectl-edit", merge=True)
+    wait_for("the hand-made change to AppProject boutique reverted",
+             lambda: cluster.get(ARGO, "AppProject", "boutique", NAMESPACE)["spec"]["description"] == wanted,
+             HEAL_DEADLINE_S, interval=0.5)
+    measure("drift reverted (hand edit -> Git's value)", started)
+
+
+def test_a_deleted_object_comes_back(cluster):
+    before = cluster.get(ARGO, "AppProject", "boutique", NAMESPACE)["metadata"]["uid"]
+    started = time.monotonic()
+    cluster.delete(ARGO, "AppProject", "boutique", NAMESPACE)
+
+    def recreated():
+        project = cluster.get(ARGO, "AppProject", "boutique", NAMESPACE)
+        return project is not None and project["metadata"]["uid"] != before
+
+    wait_for("AppProject boutique, deleted by hand, recreated by Argo CD", recreated, HEAL_DEADLINE_S, interval=0.5)
+    measure("deleted object recreated", started)
+
+
+def probe(value: str) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": PROBE, "namespace": NAMESPACE},
+            "data": {"value": value}}
+
+
+def set_probe(work: Path, value: str | None) -> None:
+    """argocd/apps gets (or loses) a ConfigMap: what a commit to gitops-repo looks like."""
+    kustomization = work / "argocd" / "apps" / "kustomization.yaml"
+    data = yaml.safe_load(kustomization.read_text())
+    resources = [r for r in data["resources"] if r != f"{PROBE}.yaml"]
+    if value is None:
+        (work / "argocd" / "apps" / f"{PROBE}.yaml").unlink()
+    else:
+        (work / "argocd" / "apps" / f"{PROBE}.yaml").write_text(yaml.safe_dump(probe(value)))
+        resources.append(f"{PROBE}.yaml")
+    data["resources"] = resources
+    kustomization.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def probe_value(cluster) -> str | None:
+    cm = cluster.get("v1", "ConfigMap", PROBE, NAMESPACE)
+    return None if cm is None else cm["data"]["value"]
+
+
+def test_commits_pushed_over_ssh_go_live_and_a_removed_object_is_pruned(cluster, repo_url, checkout):
+    original = {p: p.read_bytes() for p in (checkout / "argocd" / "apps").iterdir()}
+    try:
+        for step, value in (("added", "one"), ("changed", "two"), ("removed (pruned)", None)):
+            set_probe(checkout, value)
+            started = time.monotonic()
+            revision = commit_and_push(checkout, f"live test: probe {step}")
+            wait_synced(cluster, revision, f"commit with the probe {step}")
+            assert probe_value(cluster) == value
+            measure(f"commit to live, probe {step} (refresh triggered)", started)
+    finally:
+        # Git back to the seeded tree (as a new commit: history is never rewritten)
+        for path in (checkout / "argocd" / "apps").iterdir():
+            if path not in original:
+                path.unlink()
+        for path, content in original.items():
+            path.write_bytes(content)
+        if git("status", "--porcelain", cwd=checkout).strip():
+            commit_and_push(checkout, "live test: back to the seeded tree")
+
+
+def test_argo_cd_s_deploy_key_may_fetch_but_never_push(lab_settings, repo_url, tmp_path):
+    """The stand-in holds the deploy key to what GitLab allows a read-only deploy key, over the real sshd."""
+    key = LocalState(lab_settings.state_path).deploy_key
+    env = dict(git_env(), GIT_SSH_COMMAND=git_env()["GIT_SSH_COMMAND"].replace(str(SSH_KEY), str(key)))
+
+    def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+    clone = run("clone", "-q", repo_url, str(tmp_path / "ro"))
+    assert clone.returncode == 0, clone.stderr
+    (tmp_path / "ro" / "stray.txt").write_text("x\n")
+    identity = ["-c", "user.name=t", "-c", "user.email=t@gitops-lab.invalid"]
+    assert run(*identity, "add", "-A", cwd=tmp_path / "ro").returncode == 0
+    assert run(*identity, "commit", "-qm", "stray", cwd=tmp_path / "ro").returncode == 0
+    push = run("push", "-q", "origin", "HEAD:main", cwd=tmp_path / "ro")
+    assert push.returncode != 0 and "read-only deploy key" in push.stderr

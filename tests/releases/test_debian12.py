@@ -1,0 +1,39 @@
+"""Debian 12 (bookworm) beside the default Debian 13: the lab layers again, on bookworm hosts.
+
+The whole suite runs on Debian 13. What differs between the releases is what phases 0-2 install and configure
+(packages, chrony, kernel settings, containerd and the kubelet on another systemd), so this reruns the layers
+that exercise exactly that, in a pytest of their own with LAB_RELEASE=bookworm: fresh hosts, the first deploy
+(all phases, to a cluster with its nodes Ready), the no-op rerun and per-role reruns (tests/lab/test_2_deploy.py),
+and every testinfra check (tests/testinfra). The live-cluster layer is not repeated: above the kubelet nothing
+depends on the host's release. It runs last: it replaces the Debian 13 lab."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+from tests.conftest import REPO, TIMINGS, lab_unavailable_reason, unavailable
+
+LAYERS = ["tests/lab/test_2_deploy.py", "tests/testinfra"]
+
+
+def test_the_lab_layers_hold_on_debian_12_hosts(artifact_mirror, lab_images):
+    reason = lab_unavailable_reason()
+    if reason:
+        unavailable(reason)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfE", *LAYERS],
+        cwd=REPO, capture_output=True, text=True, timeout=2400,
+        env={**os.environ, "LAB_RELEASE": "bookworm", "KEEP_LAB": "0"},
+    )
+    TIMINGS["Debian 12 layers (lab up, deploy, rerun, per-role reruns, testinfra)"] = time.monotonic() - started
+    output = proc.stdout + proc.stderr
+    summary = output.strip().splitlines()[-1] if output.strip() else ""
+    print(output[-6000:])
+    assert proc.returncode == 0, f"on Debian 12 hosts: {summary}\n{output[-12000:]}"
+    passed = int(re.search(r"(\d+) passed", summary).group(1)) if re.search(r"(\d+) passed", summary) else 0
+    assert passed >= 60 and "skipped" not in summary, f"too little ran on Debian 12: {summary}"

@@ -1,0 +1,48 @@
+"""tools/images.py: layers carry links and the owners an image needs (Argo CD's user owns its home)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+
+from tools import images
+
+
+def members(layer: images.Layer) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.blob.read_bytes()))) as tar:
+        return {m.name: m for m in tar.getmembers()}
+
+
+def test_a_files_layer_holds_the_links_of_a_multi_call_binary(tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "IMAGES_DIR", tmp_path / "images")
+    binary = tmp_path / "argocd"
+    binary.write_bytes(b"\x7fELF")
+    binary.chmod(0o755)
+    layer = images.files_layer({"usr/local/bin/argocd": binary}, {},
+                               {"usr/local/bin/argocd-server": "/usr/local/bin/argocd"})
+    found = members(layer)
+    assert found["usr/local/bin/argocd"].mode == 0o755
+    link = found["usr/local/bin/argocd-server"]
+    assert link.issym() and link.linkname == "/usr/local/bin/argocd"
+    assert found["usr/local/bin"].isdir()
+
+
+def test_a_tree_keeps_root_as_owner_but_where_told(tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "IMAGES_DIR", tmp_path / "images")
+    root = tmp_path / "rootfs"
+    (root / "home/argocd").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    layer = images._store_layer(images._tar_tree(root, {"home/argocd": (999, 0)}))
+    found = members(layer)
+    assert (found["home/argocd"].uid, found["home/argocd"].gid) == (999, 0)
+    assert (found["etc/passwd"].uid, found["home"].uid) == (0, 0)
+
+
+def test_argocd_s_image_answers_to_every_name_its_manifest_runs():
+    recipe = images.RECIPES["argocd"]
+    assert recipe.entrypoint == ("/usr/bin/tini", "--") and recipe.user == "999"
+    for name in ("argocd-server", "argocd-repo-server", "argocd-application-controller",
+                 "argocd-applicationset-controller", "argocd-notifications", "argocd-cmp-server"):
+        assert recipe.links[f"usr/local/bin/{name}"] == "/usr/local/bin/argocd"
