@@ -31,13 +31,14 @@ GO_TOOLS = {
     # GitLab's container registry forked, as the lab's stand-in for it.
     "coredns": ("github.com/coredns/coredns", "v1.14.6", ""),
     "registry": ("github.com/distribution/distribution/v3/cmd/registry", "v3.1.2", ""),
-    # Argo CD's repo-server runs them (the versions of its hack/tool-versions.sh at v3.6.1).
+    # Argo CD's repo-server runs them (the versions of its hack/tool-versions.sh at v3.6.1, except kustomize:
+    # 5.8.3 requires a kube-openapi the module proxy refuses (403), so the lab builds 5.8.2, the newest it serves).
     "helm": ("helm.sh/helm/v4/cmd/helm", "v4.3.1", ""),
-    "kustomize": ("sigs.k8s.io/kustomize/kustomize/v5", "v5.8.3", ""),
+    "kustomize": ("sigs.k8s.io/kustomize/kustomize/v5", "v5.8.2", ""),
 }
 # Builds whose go.mod asks for a newer Go than this machine's: the module proxy serves that toolchain too.
 GO_1_27 = "go1.27.3"
-TOOLCHAINS = {"kustomize": GO_1_27, "argocd": GO_1_27}
+TOOLCHAINS = {"argocd": GO_1_27}
 
 
 @dataclass(frozen=True)
