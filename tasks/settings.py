@@ -1193,10 +1193,16 @@ def _with_image_lock(images: dict[str, dict[str, str]], lock_file: str) -> dict[
     for name, image in images.items():
         digest = lock.get(image["ref"], "")
         _check_pin(
-            digest, _DIGEST, f"images.{name}", "a sha256 digest", "`python3 tools/pin_artifacts.py --images`", lock_file
+            digest, _DIGEST, f"images.{name}", "a sha256 digest", f"`{pin_images_command(name, image)}`", lock_file
         )
         result[name] = {**image, "digest": digest}
     return result
+
+
+def pin_images_command(name: str, image: dict[str, str]) -> str:
+    """The pin tool's command line that pins this catalog entry (an overridden one is named with --override)."""
+    override = f" --override {name}={image['ref']}" if "upstream" in image else ""
+    return f"python3 tools/pin_artifacts.py --images{override}"
 
 
 def lock_entry(spec: dict[str, str], sha256: str) -> dict[str, str]:
@@ -1581,7 +1587,7 @@ def require_pinned_images(settings: Settings) -> None:
             raise SettingsError(
                 f"images.{name}",
                 f"{image['ref']} has no digest in {settings.images_lock}",
-                "run `python3 tools/pin_artifacts.py --images` on a machine that reaches the registries (it writes "
+                f"run `{pin_images_command(name, image)}` on a machine that reaches the registries (it writes "
                 "every digest into the lock), or add it there by hand (docs/artifacts.md)",
             )
 

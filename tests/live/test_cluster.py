@@ -216,7 +216,8 @@ def test_the_pin_tool_reads_every_digest_from_the_private_registry(lab_settings,
     password.write_text(pull_password(state))
     lock = tmp_path / "images.lock.json"
     args = ["--images", "--registry", f"https://{lab_settings.platform.address}", "--prefix", "boutique/mirror",
-            "--user", PULL_USER, "--password-file", str(password), "--ca-file", str(state.ca_cert), "--lock", str(lock)]
+            "--user", PULL_USER, "--password-file", str(password), "--ca-file", str(state.ca_cert), "--lock", str(lock),
+            *(f"--override={name}={image['ref']}" for name, image in lab_settings.image_overrides.items())]
     assert pin_artifacts.main(args) == 0
     assert json.loads(lock.read_text()) == {image["ref"]: image["digest"] for image in lab_settings.images.values()}
     assert pin_artifacts.main([*args, "--check"]) == 0

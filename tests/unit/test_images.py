@@ -1,10 +1,12 @@
-"""tools/images.py: layers carry links and the owners an image needs (Argo CD's user owns its home)."""
+"""tools/images.py: layers carry links and the owners an image needs (Argo CD's user owns its home); the pin tool's image overrides."""
 
 from __future__ import annotations
 
 import gzip
 import io
 import tarfile
+
+import pytest
 
 from tools import images
 
@@ -46,3 +48,14 @@ def test_argocd_s_image_answers_to_every_name_its_manifest_runs():
     for name in ("argocd-server", "argocd-repo-server", "argocd-application-controller",
                  "argocd-applicationset-controller", "argocd-notifications", "argocd-cmp-server"):
         assert recipe.links[f"usr/local/bin/{name}"] == "/usr/local/bin/argocd"
+
+
+def test_the_pin_tool_pins_an_override_in_place_of_the_catalog_entry():
+    from tools import pin_artifacts
+
+    catalog = {"argocd-redis": "public.ecr.aws/docker/library/redis:8.10.1-alpine", "pause": "registry.k8s.io/pause:3.10.2"}
+    replaced = pin_artifacts.with_overrides(catalog, ["argocd-redis=docker.io/library/redis:8.0.2"])
+    assert replaced == {**catalog, "argocd-redis": "docker.io/library/redis:8.0.2"}
+    for wrong in ("argocd-reddis=docker.io/library/redis:8.0.2", "argocd-redis="):
+        with pytest.raises(pin_artifacts.PinError, match="expected NAME=REF"):
+            pin_artifacts.with_overrides(catalog, [wrong])

@@ -211,3 +211,21 @@ def test_every_fix_example_is_accepted_when_applied(fixture):
         apply_example(fixture, err.value)
     except SettingsError as still:
         assert (still.key, still.host) != (err.value.key, err.value.host), f"the example did not fix it: {still}"
+
+
+
+def test_an_unpinned_override_is_reported_with_the_pin_command_that_pins_it(sandbox_settings):
+    """The sandbox replaces Argo CD's Redis (image_overrides): when only that image lacks a digest, the error's
+    command pins the replacement (what the nodes pull), not the catalog's original."""
+    import dataclasses
+
+    from tasks.settings import require_pinned_images
+
+    pinned = {name: {**image, "digest": "sha256:" + "0" * 64} for name, image in sandbox_settings.images.items()}
+    redis = {**sandbox_settings.images["argocd-redis"], "digest": ""}
+    assert redis["ref"] != redis["upstream"]
+    with pytest.raises(SettingsError) as err:
+        require_pinned_images(dataclasses.replace(sandbox_settings, images={**pinned, "argocd-redis": redis}))
+    assert err.value.key == "images.argocd-redis"
+    assert f"`python3 tools/pin_artifacts.py --images --override argocd-redis={redis['ref']}`" in err.value.fix
+    require_pinned_images(dataclasses.replace(sandbox_settings, images=pinned))  # all pinned: no error
