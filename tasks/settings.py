@@ -1193,16 +1193,15 @@ def _with_image_lock(images: dict[str, dict[str, str]], lock_file: str) -> dict[
     for name, image in images.items():
         digest = lock.get(image["ref"], "")
         _check_pin(
-            digest, _DIGEST, f"images.{name}", "a sha256 digest", f"`{pin_images_command(name, image)}`", lock_file
+            digest, _DIGEST, f"images.{name}", "a sha256 digest", "`python3 tools/pin_artifacts.py --images`", lock_file
         )
         result[name] = {**image, "digest": digest}
     return result
 
 
-def pin_images_command(name: str, image: dict[str, str]) -> str:
-    """The pin tool's command line that pins this catalog entry (an overridden one is named with --override)."""
-    override = f" --override {name}={image['ref']}" if "upstream" in image else ""
-    return f"python3 tools/pin_artifacts.py --images{override}"
+def pin_images_command(inventory_file: str | None) -> str:
+    """The pin tool's command line that pins every image the inventory's deploy pulls."""
+    return f"python3 tools/pin_artifacts.py --images --inventory {inventory_file or 'YOUR_INVENTORY.py'}"
 
 
 def lock_entry(spec: dict[str, str], sha256: str) -> dict[str, str]:
@@ -1579,7 +1578,7 @@ def require_pinned_artifacts(settings: Settings) -> None:
             )
 
 
-def require_pinned_images(settings: Settings) -> None:
+def require_pinned_images(settings: Settings, inventory_file: str | None = None) -> None:
     """Every image the cluster pulls is pinned by digest in the images lock (tools/pin_artifacts.py --images)."""
     for name in settings.needed_images():
         image = settings.images[name]
@@ -1587,7 +1586,7 @@ def require_pinned_images(settings: Settings) -> None:
             raise SettingsError(
                 f"images.{name}",
                 f"{image['ref']} has no digest in {settings.images_lock}",
-                f"run `{pin_images_command(name, image)}` on a machine that reaches the registries (it writes "
+                f"run `{pin_images_command(inventory_file)}` on a machine that reaches the registries (it writes "
                 "every digest into the lock), or add it there by hand (docs/artifacts.md)",
             )
 
@@ -1605,7 +1604,7 @@ def validate_before_connect(state: Any, on_error: Callable[[str], Exception]) ->
         try:
             settings = load_settings(inventory)
             require_pinned_artifacts(settings)
-            require_pinned_images(settings)
+            require_pinned_images(settings, _inventory_file_from_argv(inventory))
         except SettingsError as exc:
             raise on_error(str(exc)) from None
         return original_init(inventory, *args, **kwargs)

@@ -10,9 +10,9 @@ with --images, every image of the catalog to the digest its registry serves, in 
     .venv/bin/python tools/pin_artifacts.py --images --registry URL --prefix PATH [--user U --password-file F]
                                                              ... from a private registry holding copies below
                                                              PATH/<upstream registry>/ (image_mirror_project)
-    .venv/bin/python tools/pin_artifacts.py --images --override NAME=REF ...
-                                                             pin REF in place of catalog image NAME, as your
-                                                             inventory's image_overrides replaces it
+    .venv/bin/python tools/pin_artifacts.py --images --inventory inventories/lab.py
+                                                             only the images that inventory's deploy pulls,
+                                                             with its image_overrides in place of the originals
 
 Run it on a machine that reaches github.com and dl.k8s.io (or your mirror), after a fresh clone and
 after each version bump, then commit group_data/artifacts.lock.json. Each artifact names its checksum file
@@ -118,15 +118,16 @@ def image_pins(
     return pins
 
 
-def with_overrides(catalog: dict[str, str], overrides: list[str]) -> dict[str, str]:
-    """The catalog with each `NAME=REF` of --override in place of its entry (image_overrides' shape)."""
-    result = dict(catalog)
-    for override in overrides:
-        name, _, ref = override.partition("=")
-        if name not in catalog or not ref:
-            raise PinError(f"--override {override}: expected NAME=REF with NAME one of {', '.join(sorted(catalog))}")
-        result[name] = ref
-    return result
+def inventory_images(inventory_file: Path) -> dict[str, str]:
+    """name -> ref of the images an inventory's deploy pulls (its choices; its image_overrides applied)."""
+    from tasks import inventory
+    from tasks.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(inventory.load(inventory_file), str(inventory_file))
+    except SettingsError as exc:
+        raise PinError(str(exc)) from None
+    return {name: settings.images[name]["ref"] for name in settings.needed_images()}
 
 
 def pin_images(args: argparse.Namespace, data: dict) -> int:
@@ -134,7 +135,7 @@ def pin_images(args: argparse.Namespace, data: dict) -> int:
     password = args.password_file.read_text().strip() if args.password_file else ""
     try:
         pins = image_pins(
-            with_overrides(data["images"], args.override),
+            inventory_images(args.inventory) if args.inventory else data["images"],
             args.registry,
             args.prefix,
             args.user,
@@ -168,11 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare only, change nothing")
     parser.add_argument("--images", action="store_true", help="pin the image catalog's digests instead")
     parser.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="NAME=REF",
-        help="with --images: pin REF instead of catalog image NAME (your inventory's image_overrides)",
+        "--inventory",
+        type=Path,
+        help="with --images: only the images this inventory's deploy pulls, its image_overrides applied",
     )
     parser.add_argument("--registry", default="", help="with --images: read from this registry (https://host)")
     parser.add_argument("--prefix", default="", help="with --registry: the copies' path, e.g. boutique/mirror")

@@ -8,6 +8,7 @@ import tarfile
 
 import pytest
 
+from tests.conftest import REPO
 from tools import images
 
 
@@ -50,12 +51,12 @@ def test_argocd_s_image_answers_to_every_name_its_manifest_runs():
         assert recipe.links[f"usr/local/bin/{name}"] == "/usr/local/bin/argocd"
 
 
-def test_the_pin_tool_pins_an_override_in_place_of_the_catalog_entry():
+
+def test_the_pin_tool_pins_what_an_inventory_pulls_with_its_overrides():
     from tools import pin_artifacts
 
-    catalog = {"argocd-redis": "public.ecr.aws/docker/library/redis:8.10.1-alpine", "pause": "registry.k8s.io/pause:3.10.2"}
-    replaced = pin_artifacts.with_overrides(catalog, ["argocd-redis=docker.io/library/redis:8.0.2"])
-    assert replaced == {**catalog, "argocd-redis": "docker.io/library/redis:8.0.2"}
-    for wrong in ("argocd-reddis=docker.io/library/redis:8.0.2", "argocd-redis="):
-        with pytest.raises(pin_artifacts.PinError, match="expected NAME=REF"):
-            pin_artifacts.with_overrides(catalog, [wrong])
+    pulled = pin_artifacts.inventory_images(REPO / "inventories" / "sandbox.py")
+    assert pulled["argocd-redis"] == "docker.io/library/redis:8.0.2"  # the sandbox's image_overrides
+    assert "dex" not in pulled and "cilium" in pulled  # argocd_dex = False, cni = "cilium"
+    with pytest.raises(pin_artifacts.PinError, match="inventory"):
+        pin_artifacts.inventory_images(REPO / "tests" / "fixtures" / "no-such-inventory.py")

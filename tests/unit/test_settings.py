@@ -214,9 +214,10 @@ def test_every_fix_example_is_accepted_when_applied(fixture):
 
 
 
-def test_an_unpinned_override_is_reported_with_the_pin_command_that_pins_it(sandbox_settings):
-    """The sandbox replaces Argo CD's Redis (image_overrides): when only that image lacks a digest, the error's
-    command pins the replacement (what the nodes pull), not the catalog's original."""
+
+def test_an_unpinned_image_is_reported_with_the_command_that_pins_what_the_inventory_pulls(sandbox_settings):
+    """The sandbox replaces Argo CD's Redis (image_overrides): the error names that image's reference (what the
+    nodes pull) and the pin tool's command for this inventory, which pins the replacement, not the original."""
     import dataclasses
 
     from tasks.settings import require_pinned_images
@@ -225,7 +226,9 @@ def test_an_unpinned_override_is_reported_with_the_pin_command_that_pins_it(sand
     redis = {**sandbox_settings.images["argocd-redis"], "digest": ""}
     assert redis["ref"] != redis["upstream"]
     with pytest.raises(SettingsError) as err:
-        require_pinned_images(dataclasses.replace(sandbox_settings, images={**pinned, "argocd-redis": redis}))
-    assert err.value.key == "images.argocd-redis"
-    assert f"`python3 tools/pin_artifacts.py --images --override argocd-redis={redis['ref']}`" in err.value.fix
+        require_pinned_images(
+            dataclasses.replace(sandbox_settings, images={**pinned, "argocd-redis": redis}), "inventories/sandbox.py"
+        )
+    assert err.value.key == "images.argocd-redis" and redis["ref"] in err.value.problem
+    assert "`python3 tools/pin_artifacts.py --images --inventory inventories/sandbox.py`" in err.value.fix
     require_pinned_images(dataclasses.replace(sandbox_settings, images=pinned))  # all pinned: no error
