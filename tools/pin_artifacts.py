@@ -33,10 +33,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tasks import downloads  # noqa: E402  (run as a script from any folder)
+from tasks import downloads, inventory  # noqa: E402  (run as a script from any folder)
 from tasks.artifacts import mirror_path  # noqa: E402
 from tasks.images import Reference, RegistryClient, RegistryError  # noqa: E402
-from tasks.settings import CHOSEN_ARTIFACTS, lock_entry, unused_artifacts  # noqa: E402
+from tasks.settings import CHOSEN_ARTIFACTS, SettingsError, load_settings, lock_entry, unused_artifacts  # noqa: E402
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -120,9 +120,6 @@ def image_pins(
 
 def inventory_images(inventory_file: Path) -> dict[str, str]:
     """name -> ref of the images an inventory's deploy pulls (its choices; its image_overrides applied)."""
-    from tasks import inventory
-    from tasks.settings import SettingsError, load_settings
-
     try:
         settings = load_settings(inventory.load(inventory_file), str(inventory_file))
     except SettingsError as exc:
