@@ -282,14 +282,8 @@ def _fraction(values: dict[str, Any], key: str) -> float:
 
 
 def _version(values: dict[str, Any], key: str) -> str:
-    return _matching(
-        values,
-        key,
-        _VERSION.match,
-        "is not a full version",
-        "write all three parts",
-        EXAMPLES.get(key, "1.37.2"),
-    )
+    example = EXAMPLES.get(key, "1.37.2")
+    return _matching(values, key, _VERSION.match, "is not a full version", "write all three parts", example)
 
 
 def _number_triple(version: str) -> tuple[int, int, int]:
@@ -441,14 +435,8 @@ def _registry_mirrors(values: dict[str, Any], key: str) -> dict[str, str]:
 
 
 def _image(values: dict[str, Any], key: str) -> str:
-    return _matching(
-        values,
-        key,
-        _IMAGE.match,
-        "is not an image reference with a tag",
-        "name the registry and tag",
-        "registry.k8s.io/pause:3.10.2",
-    )
+    problem, fix = "is not an image reference with a tag", "name the registry and tag"
+    return _matching(values, key, _IMAGE.match, problem, fix, "registry.k8s.io/pause:3.10.2")
 
 
 def _images(values: dict[str, Any], key: str) -> dict[str, dict[str, str]]:
@@ -1257,20 +1245,16 @@ def _changed(s: Settings, key: str) -> bool:
     return str(getattr(s, key)) != SHIPPED_DEFAULTS.get(key)
 
 
-SHIPPED_DEFAULTS = {
-    key: EXAMPLES[key]
-    for key in (
-        "gitlab_domain",
-        "registry_domain",
-        "storefront_host_dev",
-        "storefront_host_prod",
-        "argocd_host",
-        "grafana_host",
-        "node_network",
-        "pod_cidr",
-        "service_cidr",
-    )
-}
+# Every name the lab serves: the platform host's two, and the four Ingress hosts on the VIP.
+SERVED_NAMES = (
+    "gitlab_domain",
+    "registry_domain",
+    "storefront_host_dev",
+    "storefront_host_prod",
+    "argocd_host",
+    "grafana_host",
+)
+SHIPPED_DEFAULTS = {key: EXAMPLES[key] for key in (*SERVED_NAMES, "node_network", "pod_cidr", "service_cidr")}
 
 
 def _blame(s: Settings, first: str, second: str) -> str:
@@ -1335,15 +1319,8 @@ def _check_names_and_addresses(s: Settings) -> None:
                 "rename the service name",
                 example=EXAMPLES[key],
             )
-    # Every name the lab serves is its own: the platform host's two, and the four Ingress hosts on the VIP.
-    served = [
-        "gitlab_domain",
-        "registry_domain",
-        "storefront_host_dev",
-        "storefront_host_prod",
-        "argocd_host",
-        "grafana_host",
-    ]
+    # Every name the lab serves is its own.
+    served = SERVED_NAMES
     for i, key in enumerate(served):
         for other in served[:i]:
             if getattr(s, key) != getattr(s, other):
