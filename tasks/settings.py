@@ -1320,13 +1320,12 @@ def _check_names_and_addresses(s: Settings) -> None:
                 example=EXAMPLES[key],
             )
     # Every name the lab serves is its own.
-    served = SERVED_NAMES
-    for i, key in enumerate(served):
-        for other in served[:i]:
+    for i, key in enumerate(SERVED_NAMES):
+        for other in SERVED_NAMES[:i]:
             if getattr(s, key) != getattr(s, other):
                 continue
             blamed = _blame(s, other, key)
-            taken = {getattr(s, k) for k in served}
+            taken = {getattr(s, k) for k in SERVED_NAMES}
             example = EXAMPLES[blamed]
             if example in taken:
                 example = f"{blamed.split('_')[0]}.{s.gitlab_domain.split('.', 1)[1]}"
