@@ -134,6 +134,8 @@ images = {
     "argocd": "quay.io/argoproj/argocd:v3.6.1",
     "argocd-redis": "public.ecr.aws/docker/library/redis:8.10.1-alpine",
     "dex": "ghcr.io/dexidp/dex:v2.46.0",
+    # gitops-repo's platform charts: sealed-secrets 2.19.3 runs the controller of its appVersion
+    "sealed-secrets-controller": "docker.io/bitnami/sealed-secrets-controller:0.39.1",
 }
 # Catalog entries replaced by another build, by name: name -> registry/path:tag. The pod specs of the pinned
 # manifests that name the original image are rewritten to it (e.g. a Redis your registry already holds).
@@ -174,6 +176,9 @@ cni_values: dict = {}
 argocd_install = True
 # Argo CD's Dex, for SSO through your identity provider. False installs Argo CD without it (local users only).
 argocd_dex = True
+# One Helm repository (e.g. Harbor, Nexus, ChartMuseum) serving every platform chart at its pinned version,
+# for sites that cannot reach the charts' upstream repositories; "" = upstream.
+helm_chart_mirror = ""
 # Applications of the gitops repository Argo CD does not install, each with the reason every deploy prints
 # (e.g. a component whose software cannot run at a site). Empty: the whole platform and Online Boutique.
 gitops_apps_left_out: dict[str, str] = {}

@@ -6,7 +6,7 @@ itself is .1). The lab tool reads this file to know which machines to create, so
 """
 
 from tasks.inventory import node
-from tools.lab.constants import CACHE, MIRROR_DIR, MIRROR_URL, SSH_KEY, lab_workers
+from tools.lab.constants import CACHE, CHART_MIRROR_URL, MIRROR_DIR, MIRROR_URL, SSH_KEY, lab_workers
 
 _ssh = {
     "ssh_user": "root",
@@ -35,6 +35,8 @@ sandbox = (
         # from source, so their sha256s are the mirror's own lock, not upstream's.
         "artifact_mirror": MIRROR_URL,
         "artifacts_lock": str(MIRROR_DIR / "artifacts.json"),
+        # The same mirror's Helm repository, with the platform charts it can build (tools/mirror.py LAB_CHARTS).
+        "helm_chart_mirror": CHART_MIRROR_URL,
         # Cilium's chart is in its Go module, so the local mirror can hold it; Calico's chart is not.
         "cni": "cilium",
         # Air-gapped, like an on-prem site without internet: every image comes from registry.local (the lab
@@ -89,7 +91,6 @@ sandbox = (
         "gitops_apps_left_out": {
             **dict.fromkeys(
                 (
-                    "sealed-secrets",
                     "metallb",
                     "metrics-server",
                     "ingress-nginx",
@@ -97,7 +98,8 @@ sandbox = (
                     "loki",
                     "promtail",
                 ),
-                "its Helm chart repository is not reachable from the offline lab, and no chart mirror serves it",
+                "its chart is not in the lab's Helm repository (tools/mirror.py LAB_CHARTS) nor its images in "
+                "the lab's registry yet",
             ),
             "metallb-config": "needs MetalLB's CRDs, and MetalLB is left out",
             "argocd-ingress": "no ingress controller runs in the lab yet (ingress-nginx is left out)",

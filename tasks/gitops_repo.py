@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.settings import Settings
+from tasks.settings import CHART_IMAGES, Settings
 from tasks.templating import render_tree
 
 SOURCE = Path(__file__).resolve().parent.parent / "files" / "gitops-repo"
@@ -142,7 +142,31 @@ def registry_path(settings: Settings) -> str:
     return f"{settings.registry_domain}/{settings.gitlab_group}/app-repo"
 
 
+def chart_repository(settings: Settings, app: PlatformApp) -> str:
+    """Where Argo CD pulls an app's chart from: the site's chart mirror when it has one."""
+    return settings.helm_chart_mirror or app.repo
+
+
+def chart_images(settings: Settings) -> dict[str, dict[str, str]]:
+    """The catalog's chart images as Helm values split them: registry, repository, and the tag with the
+    digest of the images lock appended (a chart's `registry/repository:tag` then pulls by digest)."""
+    images = {}
+    for names in CHART_IMAGES.values():
+        for name in names:
+            image = settings.images[name]
+            registry, rest = image["ref"].split("/", 1)
+            repository, tag = rest.rsplit(":", 1)
+            digest = f"@{image['digest']}" if image["digest"] else ""
+            images[name] = {"registry": registry, "repository": repository, "tag": tag + digest}
+    return images
+
+
 def render_context(settings: Settings, image_tag: str) -> dict[str, Any]:
+    platform_apps = [
+        asdict(app) | ({"repo": chart_repository(settings, app)} if app.chart else {})
+        for app in PLATFORM_APPS
+        if app.name not in settings.gitops_apps_left_out
+    ]
     return {
         "services": SERVICES,
         "built_services": BUILT_SERVICES,
@@ -162,7 +186,9 @@ def render_context(settings: Settings, image_tag: str) -> dict[str, Any]:
         "hpa": PROD_HPA,
         "prod_replicas": PROD_REPLICAS,
         "pdb_services": sorted([s for s, n in PROD_REPLICAS.items() if n > 1] + list(PROD_HPA)),
-        "platform_apps": [asdict(app) for app in PLATFORM_APPS if app.name not in settings.gitops_apps_left_out],
+        "platform_apps": platform_apps,
+        "chart_repositories": sorted({app["repo"] for app in platform_apps if app["chart"]}),
+        "chart_images": chart_images(settings),
         "boutique_envs": [env for env in BOUTIQUE_ENVS if f"boutique-{env}" not in settings.gitops_apps_left_out],
         "platform_namespaces": sorted({app.namespace for app in PLATFORM_APPS}),
     }

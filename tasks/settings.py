@@ -835,6 +835,12 @@ class Settings:
         _as_is,
         "run Argo CD's Dex (SSO through an identity provider); False installs Argo CD without it (local users only)",
     )
+    helm_chart_mirror: str = setting(
+        str,
+        _node_url,
+        "one Helm repository that serves every platform chart at its pinned version, which Argo CD pulls from "
+        "instead of each chart's upstream repository ('' = upstream)",
+    )
     gitops_apps_left_out: dict[str, str] = setting(
         dict,
         _apps_left_out,
@@ -892,11 +898,17 @@ class Settings:
         return path if path.is_absolute() else REPO / path
 
     def needed_images(self) -> list[str]:
-        """The catalog's images this lab pulls: kubeadm's, those of the chosen CNI and storage class, and Argo
-        CD's when it is installed."""
+        """The catalog's images this lab pulls: kubeadm's, those of the chosen CNI and storage class, Argo CD's
+        when it is installed, and those of the platform charts it syncs (the catalog's part of them)."""
         chosen = [name for key, options in CHOSEN_IMAGES.items() for name in options[getattr(self, key)]]
         argocd = [*ARGOCD_IMAGES, *(["dex"] if self.argocd_dex else [])] if self.argocd_install else []
-        return [*KUBEADM_IMAGES, *chosen, *argocd]
+        charts = [
+            name
+            for app, names in CHART_IMAGES.items()
+            if self.argocd_install and app not in self.gitops_apps_left_out
+            for name in names
+        ]
+        return [*KUBEADM_IMAGES, *chosen, *argocd, *charts]
 
     def mirrored_registries(self) -> list[str]:
         """Upstream registries the nodes pull through the private registry (none without image_mirror_project)."""
@@ -1481,6 +1493,9 @@ CHOSEN_IMAGES = {
 }
 # Argo CD's install.yaml: its own image (every component) and Redis; Dex only with argocd_dex.
 ARGOCD_IMAGES = ("argocd", "argocd-redis")
+# The platform charts' images in the catalog, by gitops app (gitops-repo pins each by digest in its values);
+# the other charts' images are not in the catalog yet (docs/artifacts.md).
+CHART_IMAGES = {"sealed-secrets": ("sealed-secrets-controller",)}
 # With image_mirror_project, the registries whose pulls go to the private registry: the catalog's, and the
 # public registries most charts and manifests name.
 MIRRORED_REGISTRIES = ("registry.k8s.io", "quay.io", "docker.io", "ghcr.io")

@@ -7,10 +7,11 @@ catalog (`images` in group_data) into the private registry for air-gapped nodes.
                                                             private registry, verified by digest (needs internet)
 
 `build` makes an OCI image layout per catalog entry under ~/.cache/gitops-lab/images: programs built through
-the Go module proxy (kubeadm's images from tools/kube/go.mod; CoreDNS; Cilium and local-path-provisioner from
-their pinned module zips), pause compiled from the Kubernetes module's C source, and Debian root filesystems
-(debootstrap) where an image needs system tools (kube-proxy: iptables, nftables, conntrack; Cilium's agent:
-clang/LLVM 19, iproute2, iptables, bpftool; busybox: Debian's busybox-static). Each image carries exactly the
+the Go module proxy (kubeadm's images from tools/kube/go.mod; CoreDNS; Argo CD; the Sealed Secrets
+controller; Cilium and local-path-provisioner from their pinned module zips), pause compiled from the
+Kubernetes module's C source, and Debian root filesystems (debootstrap) where an image needs system tools
+(kube-proxy: iptables, nftables, conntrack; Cilium's agent: clang/LLVM 19, iproute2, iptables, bpftool;
+busybox: Debian's busybox-static). Each image carries exactly the
 release its tag names; a build from source cannot have upstream's digest, so `build` writes the lab's own
 images lock (the format of group_data/images.lock.json) for inventories/sandbox.py. Layers are reproducible
 (fixed owners and times), and every image is rebuilt only when what goes into it changes.
@@ -230,6 +231,13 @@ RECIPES: dict[str, Recipe] = {
             **{f"usr/local/bin/{name}": "/usr/local/bin/argocd" for name in ARGOCD_COMMANDS},
             "usr/local/bin/uid_entrypoint.sh": "/usr/local/bin/entrypoint.sh",
         },
+    ),
+    # Its Dockerfile: the static controller alone on distroless/static, as user 1001.
+    "sealed-secrets-controller": Recipe(
+        lambda: {"usr/local/bin/controller": source_build("sealed-secrets-controller")["controller"]},
+        entrypoint=("controller",),
+        user="1001",
+        env=PATH,
     ),
     # install.yaml passes redis-server's arguments only (`--save "" --appendonly no --requirepass ...`).
     "argocd-redis": Recipe(lambda: {}, rootfs="redis", entrypoint=("/usr/bin/redis-server",), user="999", env=PATH),

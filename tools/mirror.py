@@ -26,10 +26,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 from tasks.artifacts import mirror_path
+from tasks.gitops_repo import PLATFORM_APPS
 from tasks.settings import lock_entry
 from tools.gobuild import SOURCE_BUILDS, _go, _run, go_env, go_tool, kube_build, kube_version
-from tools.lab.constants import CACHE, MIRROR_DIR
+from tools.lab.constants import CACHE, CHARTS_FOLDER, MIRROR_DIR
 from tools.upstream import SOURCES, chart_archive, read_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,8 +160,44 @@ def _checksum_file(mirror: Path, spec: dict[str, str], url: str, digest: str) ->
     path.write_text(line)
 
 
+# The platform charts the lab's mirror can serve as a Helm repository (app name -> pinned module tree and the
+# chart's folder in it); the others are not in a module the proxy serves yet (docs/lab.md).
+LAB_CHARTS = {"sealed-secrets": ("sealed-secrets", "helm/sealed-secrets")}
+# index.yaml and the archives carry fixed times, so a rebuild of the same charts is byte for byte the same.
+EPOCH = "1970-01-01T00:00:00Z"
+
+
+def build_chart_repository(mirror: Path) -> Path:
+    """A Helm repository (index.yaml and one archive per chart) in <mirror>/charts, holding each LAB_CHARTS
+    chart at the version gitops-repo pins."""
+    folder = mirror / CHARTS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    pinned = {app.name: app for app in PLATFORM_APPS}
+    entries: dict[str, list[dict]] = {}
+    for app_name, (source, chart_dir) in LAB_CHARTS.items():
+        app = pinned[app_name]
+        archive = chart_archive(source, chart_dir)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            member = tar.extractfile(f"{app.chart}/Chart.yaml")
+            assert member is not None, f"{source}:{chart_dir} has no Chart.yaml"
+            metadata = yaml.safe_load(member.read())
+        if metadata["version"] != app.version:
+            raise SystemExit(
+                f"{source}'s {chart_dir} is chart {metadata['version']}, but gitops-repo pins {app.chart} "
+                f"{app.version}: bump one of them (tools/upstream.py, tasks/gitops_repo.py)"
+            )
+        file_name = f"{app.chart}-{app.version}.tgz"
+        (folder / file_name).write_bytes(archive)
+        digest = hashlib.sha256(archive).hexdigest()
+        entries[app.chart] = [{**metadata, "digest": digest, "urls": [file_name], "created": EPOCH}]
+    index = {"apiVersion": "v1", "entries": entries, "generated": EPOCH}
+    (folder / "index.yaml").write_text(yaml.safe_dump(index, sort_keys=True))
+    return folder
+
+
 def build_mirror(mirror: Path, names: list[str] | None = None) -> dict[str, dict[str, str]]:
-    """Build (or reuse) the named artifacts (default: all) and return them in group_data's format."""
+    """Build (or reuse) the named artifacts (default: all, and the Helm repository of LAB_CHARTS) and return
+    them in group_data's format."""
     pinned = group_data_artifacts()
     result = {}
     for name in names or [n for n in pinned if n in BUILDERS]:
@@ -177,6 +216,7 @@ def build_mirror(mirror: Path, names: list[str] | None = None) -> dict[str, dict
             _checksum_file(mirror, spec, url, spec["sha256"])
         result[name] = spec
     if names is None:  # the sandbox inventory reads it: only a complete mirror may write it
+        build_chart_repository(mirror)
         lock = {name: lock_entry(spec, spec["sha256"]) for name, spec in result.items()}
         (mirror / LOCK_FILE).write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
     return result
@@ -189,5 +229,6 @@ if __name__ == "__main__":
             f"{name} {spec['version']}: {mirror_path(spec['url'].format(version=spec['version']))} "
             f"sha256 {spec['sha256']}"
         )
+    print(f"Helm repository {dest / CHARTS_FOLDER}: {', '.join(sorted(LAB_CHARTS))}")
     for what, seconds in TIMES.items():
         print(f"{what}: {seconds:.0f}s")

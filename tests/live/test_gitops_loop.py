@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tasks.gitops_repo import application_names
+from tasks.kube_client import ClusterError
 from tasks.state import LocalState
 from tests.conftest import REPO
 from tests.live.conftest import wait_for
@@ -145,6 +146,80 @@ def test_the_lab_s_app_set_is_the_sandbox_s(cluster, lab_settings):
     assert apps == expected
 
 
+def app_states(cluster, names: list[str]) -> dict[str, tuple[str, str]]:
+    states = {}
+    for name in names:
+        status = (cluster.get(ARGO, "Application", name, NAMESPACE) or {}).get("status", {})
+        states[name] = (status.get("sync", {}).get("status", "?"), status.get("health", {}).get("status", "?"))
+    return states
+
+
+def test_every_app_of_the_lab_s_set_is_synced_and_healthy(cluster, lab_settings):
+    """The root app's health does not include its Applications' own: each is checked (charts pulled from
+    the lab's Helm repository, images from its registry)."""
+    names = sorted(set(application_names()) - set(lab_settings.gitops_apps_left_out))
+    assert "sealed-secrets" in names
+    started = time.monotonic()
+    last: dict = {}
+
+    def all_synced_and_healthy() -> bool:
+        nonlocal last
+        last = app_states(cluster, names)
+        return all(state == ("Synced", "Healthy") for state in last.values())
+
+    deadline = time.monotonic() + SYNC_DEADLINE_S
+    while not all_synced_and_healthy():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"the lab's apps did not all reach Synced/Healthy within {SYNC_DEADLINE_S}s: {last}")
+        time.sleep(2)
+    measure(f"every app of the lab's set Synced and Healthy ({', '.join(names)})", started)
+
+
+def test_the_sealed_secrets_controller_unseals_a_sealed_secret_committed_to_git(cluster, lab_settings, checkout):
+    """Sealed as post-bootstrap seals the Slack webhook (kubeseal from the deploy's pinned archive, the
+    controller's active certificate, strict scope), committed over SSH, synced by Argo CD, unsealed by the
+    real controller (built from source); removed from Git, it is pruned and its Secret goes with it."""
+    import base64
+    import secrets
+
+    from tasks import sealed_secrets as sealing
+
+    name = "gitops-loop-sealed-probe"
+    clear = secrets.token_urlsafe(24)  # a throwaway value: this test's own, never a real secret
+    certificate = wait_for("the Sealed Secrets controller's active key",
+                           lambda: _certificate_or_none(cluster, sealing), HEAL_DEADLINE_S, interval=2)
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": {"name": name, "namespace": NAMESPACE}, "stringData": {"value": clear}}
+    sealed = sealing.seal(sealing.kubeseal_binary(lab_settings, LocalState(lab_settings.state_path)),
+                          certificate, secret)
+    assert clear not in sealed and yaml.safe_load(sealed)["kind"] == "SealedSecret"
+
+    def unsealed() -> bool:
+        found = cluster.get("v1", "Secret", name, NAMESPACE)
+        return found is not None and base64.b64decode(found["data"]["value"]).decode() == clear
+
+    try:
+        set_resource(checkout, name, sealed)
+        started = time.monotonic()
+        wait_synced(cluster, commit_and_push(checkout, "live test: a sealed secret"), "commit with a SealedSecret")
+        wait_for(f"Secret {NAMESPACE}/{name} unsealed by the controller", unsealed, HEAL_DEADLINE_S, interval=0.5)
+        measure("commit to live, SealedSecret unsealed into its Secret (refresh triggered)", started)
+    finally:
+        if (checkout / "argocd" / "apps" / f"{name}.yaml").exists():
+            set_resource(checkout, name, None)
+            wait_synced(cluster, commit_and_push(checkout, "live test: the sealed secret removed"),
+                        "commit without the SealedSecret")
+    wait_for(f"Secret {NAMESPACE}/{name} gone with its pruned SealedSecret",
+             lambda: cluster.get("v1", "Secret", name, NAMESPACE) is None, HEAL_DEADLINE_S, interval=0.5)
+
+
+def _certificate_or_none(cluster, sealing) -> bytes | None:
+    try:
+        return sealing.controller_certificate(cluster)
+    except ClusterError:
+        return None
+
+
 def test_a_hand_made_change_is_reverted(cluster):
     """selfHeal: the AppProject's description edited by hand is put back as Git has it."""
     wanted = cluster.get(ARGO, "AppProject", "boutique", NAMESPACE)["spec"]["description"]
@@ -175,18 +250,22 @@ def probe(value: str) -> dict:
             "data": {"value": value}}
 
 
-def set_probe(work: Path, value: str | None) -> None:
-    """argocd/apps gets (or loses) a ConfigMap: what a commit to gitops-repo looks like."""
+def set_resource(work: Path, name: str, document: str | None) -> None:
+    """argocd/apps gets (or loses) the file `<name>.yaml`: what a commit to gitops-repo looks like."""
     kustomization = work / "argocd" / "apps" / "kustomization.yaml"
     data = yaml.safe_load(kustomization.read_text())
-    resources = [r for r in data["resources"] if r != f"{PROBE}.yaml"]
-    if value is None:
-        (work / "argocd" / "apps" / f"{PROBE}.yaml").unlink()
+    resources = [r for r in data["resources"] if r != f"{name}.yaml"]
+    if document is None:
+        (work / "argocd" / "apps" / f"{name}.yaml").unlink()
     else:
-        (work / "argocd" / "apps" / f"{PROBE}.yaml").write_text(yaml.safe_dump(probe(value)))
-        resources.append(f"{PROBE}.yaml")
+        (work / "argocd" / "apps" / f"{name}.yaml").write_text(document)
+        resources.append(f"{name}.yaml")
     data["resources"] = resources
     kustomization.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def set_probe(work: Path, value: str | None) -> None:
+    set_resource(work, PROBE, None if value is None else yaml.safe_dump(probe(value)))
 
 
 def probe_value(cluster) -> str | None:

@@ -7,12 +7,19 @@ import hashlib
 import shutil
 import subprocess
 import tarfile
+from dataclasses import replace
 
 import pytest
+import yaml
 
 from tasks.artifacts import mirror_path
-from tools.mirror import build_mirror, group_data_artifacts
+from tasks.gitops_repo import PLATFORM_APPS, render_gitops_repo
+from tasks.settings import load_settings
+from tests.conftest import REPO, load_inventory
 from tools import pin_artifacts
+from tools.gobuild import go_tool
+from tools.lab.constants import CHARTS_FOLDER
+from tools.mirror import LAB_CHARTS, build_mirror, group_data_artifacts
 
 
 @pytest.fixture(scope="session")
@@ -86,8 +93,6 @@ def test_a_rebuild_reuses_the_cache_and_gives_the_same_checksums(mirror):
 
 
 def test_pin_tool_writes_every_sha256_then_finds_nothing_to_change(served_mirror, mirror, tmp_path, capsys):
-    from tests.conftest import REPO
-
     import json
 
     _, artifacts = mirror
@@ -121,3 +126,36 @@ def test_pin_tool_names_the_artifact_it_cannot_read(served_mirror, tmp_path, cap
     err = capsys.readouterr().err
     assert "the checksum file of containerd 2.3.99" in err and "404" in err
     assert pin_artifacts.parse_checksum("x" * 64 + "  other.tar.gz\n" + "a" * 64 + "  *want.tgz\n", "want.tgz") == "a" * 64
+
+
+def test_the_helm_repository_serves_each_lab_chart_at_its_pinned_version(served_mirror, mirror, tmp_path):
+    """Helm itself (built at the version Argo CD's repo-server runs) pulls the chart from the served mirror,
+    checks its digest against index.yaml, and renders it with gitops-repo's values for the sandbox: the
+    controller's image is the catalog's, by digest."""
+    index = yaml.safe_load((mirror[0] / CHARTS_FOLDER / "index.yaml").read_text())
+    pinned = {app.chart: app.version for app in PLATFORM_APPS if app.name in LAB_CHARTS}
+    assert {chart: [e["version"] for e in entries] for chart, entries in index["entries"].items()} == \
+        {chart: [version] for chart, version in pinned.items()}
+    helm = str(go_tool("helm"))
+    env = {"HOME": str(tmp_path), "HELM_CACHE_HOME": str(tmp_path / "cache"),
+           "HELM_CONFIG_HOME": str(tmp_path / "config"), "HELM_DATA_HOME": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"}
+    pull = subprocess.run([helm, "pull", "sealed-secrets", "--repo", f"{served_mirror}/{CHARTS_FOLDER}",
+                           "--version", pinned["sealed-secrets"], "--destination", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert pull.returncode == 0, pull.stderr
+    archive = tmp_path / f"sealed-secrets-{pinned['sealed-secrets']}.tgz"
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == index["entries"]["sealed-secrets"][0]["digest"]
+
+    settings = load_settings(load_inventory(REPO / "inventories" / "sandbox.py"))
+    digest = "sha256:" + "ab" * 32
+    images = {**settings.images, "sealed-secrets-controller": {**settings.images["sealed-secrets-controller"],
+                                                                "digest": digest}}
+    repo = render_gitops_repo(replace(settings, images=images), tmp_path / "gitops", "0" * 40)
+    rendered = subprocess.run([helm, "template", "sealed-secrets", str(archive), "--namespace", "kube-system",
+                               "-f", str(repo / "platform/sealed-secrets/values.yaml")],
+                              capture_output=True, text=True, env=env, timeout=120)
+    assert rendered.returncode == 0, rendered.stderr
+    deployment = next(d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "Deployment")
+    assert deployment["metadata"]["name"] == "sealed-secrets-controller"
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"docker.io/bitnami/sealed-secrets-controller:0.39.1@{digest}"

@@ -60,6 +60,13 @@ def test_the_sandbox_installs_argocd_without_dex_with_debian_s_redis_named_as_wh
     assert "argocd" not in replace(sandbox_settings, argocd_install=False).needed_images()
 
 
+def test_a_synced_chart_s_catalog_images_are_pulled_unless_its_app_is_left_out(sandbox_settings):
+    assert "sealed-secrets-controller" in sandbox_settings.needed_images()
+    left_out = {**sandbox_settings.gitops_apps_left_out, "sealed-secrets": "a reason long enough to print"}
+    assert "sealed-secrets-controller" not in replace(sandbox_settings, gitops_apps_left_out=left_out).needed_images()
+    assert "sealed-secrets-controller" not in replace(sandbox_settings, argocd_install=False).needed_images()
+
+
 def test_gitlab_s_host_keys_join_upstream_s_known_hosts_once():
     ours = "gitlab.local ssh-ed25519 AAAAours\ngitlab.local ssh-rsa AAAArsa\n"
 

@@ -250,3 +250,30 @@ def test_the_sandbox_s_app_set_leaves_out_exactly_what_it_lists_and_still_valida
     everything = render_gitops_repo(replace(settings, gitops_apps_left_out={}), tmp_path / "all", IMAGE_TAG)
     built = gitops.kustomize(everything / "argocd" / "apps")
     assert sorted(o["metadata"]["name"] for o in built if o["kind"] == "Application") == sorted(application_names())
+
+
+def test_charts_come_from_the_site_s_chart_mirror_when_it_has_one(tmp_path):
+    """The sandbox pulls its charts from the lab's Helm repository; the lab inventory from each upstream."""
+    from tools.lab.constants import CHART_MIRROR_URL
+
+    for inventory, expected in (("sandbox.py", {CHART_MIRROR_URL}),
+                                ("lab.py", {app.repo for app in PLATFORM_APPS if app.chart})):
+        settings = settings_of(inventory)
+        repo = render_gitops_repo(settings, tmp_path / inventory, IMAGE_TAG)
+        apps = list(yaml.safe_load_all((repo / "argocd/apps/platform.yaml").read_text()))
+        charts = {s["repoURL"] for a in apps if a for s in a["spec"].get("sources", []) if "chart" in s}
+        assert charts == expected, inventory
+        projects = {p["metadata"]["name"]: p for p in yaml.safe_load_all((repo / "argocd/apps/projects.yaml").read_text())}
+        assert set(projects["platform"]["spec"]["sourceRepos"]) == expected | {gitops_repo_url(settings)}
+
+
+def test_a_chart_image_is_the_catalog_s_pinned_by_the_lock_s_digest(tmp_path):
+    settings = settings_of("lab.py")
+    digest = "sha256:" + "cd" * 32
+    pinned = {**settings.images["sealed-secrets-controller"], "digest": digest}
+    for images, tag in ((settings.images, "0.39.1"), ({**settings.images, "sealed-secrets-controller": pinned},
+                                                      f"0.39.1@{digest}")):
+        repo = render_gitops_repo(replace(settings, images=images), tmp_path / tag, IMAGE_TAG)
+        values = yaml.safe_load((repo / "platform/sealed-secrets/values.yaml").read_text())
+        assert values["image"] == {"registry": "docker.io", "repository": "bitnami/sealed-secrets-controller",
+                                   "tag": tag}

@@ -59,4 +59,7 @@ BRIDGE_ADDR = "198.51.100.1"
 APT_PROXY_PORT = 3142
 MIRROR_PORT = 8088
 MIRROR_URL = f"http://{BRIDGE_ADDR}:{MIRROR_PORT}"
+# The Helm repository inside the mirror (index.yaml and the charts): the sandbox's helm_chart_mirror.
+CHARTS_FOLDER = "charts"
+CHART_MIRROR_URL = f"{MIRROR_URL}/{CHARTS_FOLDER}"
 SSH_KEY = LAB_DIR / "ssh" / "id_ed25519"
