@@ -4,6 +4,7 @@ that run in a namespace of their own (removed afterwards)."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -12,7 +13,7 @@ import yaml
 from tasks.kube_client import Cluster, ClusterError, connect
 from tasks.settings import Settings, load_settings
 from tasks.state import LocalState
-from tests.conftest import SANDBOX, load_inventory
+from tests.conftest import SANDBOX, load_inventory, run_lab
 
 NAMESPACE = "lab-live-tests"
 
@@ -82,3 +83,19 @@ def wait_for(what: str, check, timeout_s: float, interval: float = 1):
 
 def manifest(text: str) -> dict:
     return yaml.safe_load(text)
+
+
+def registry_log() -> str:
+    proc = run_lab("ssh", "mini-pc", "journalctl", "-u", "lab-registry", "--no-pager", "-o", "cat", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def pulls_by_address(log: str) -> dict[str, set[str]]:
+    """address -> repositories whose manifests it fetched successfully (the registry's access log)."""
+    pulls: dict[str, set[str]] = {}
+    pattern = re.compile(r'^(\S+) - \S+ \[[^]]+\] "(?:GET|HEAD) /v2/(\S+)/manifests/\S+ HTTP/[\d.]+" 200 ')
+    for line in log.splitlines():
+        if m := pattern.match(line):
+            pulls.setdefault(m[1], set()).add(m[2])
+    return pulls

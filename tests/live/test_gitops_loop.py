@@ -5,8 +5,8 @@ reverts a hand-made change, recreates a deleted object, and follows commits (add
 pruned). The lab's app set is the sandbox's (gitops_apps_left_out says what is left out and why).
 
 Each measured time is printed and written to reports/gitops-loop.json. Refreshes are triggered the way
-`argocd app get --refresh` does (an annotation); Argo CD's own polling (timeout.reconciliation, 3 min by
-default) is not waited for here."""
+`argocd app get --refresh` does (an annotation, as GitLab's webhook would); one commit is left to Argo CD's
+own polling, at its defaults, and timed."""
 
 from __future__ import annotations
 
@@ -20,10 +20,13 @@ import pytest
 import yaml
 
 from tasks.gitops_repo import application_names
+from tasks.images import mirror_repository
 from tasks.kube_client import ClusterError
+from tasks.settings import CHART_IMAGES
 from tasks.state import LocalState
+from tests.acceptance import checks as acceptance
 from tests.conftest import REPO
-from tests.live.conftest import wait_for
+from tests.live.conftest import pulls_by_address, registry_log, wait_for
 from tools.lab.constants import SSH_KEY
 from tools.lab.git_server import SEED_MESSAGE, lab_repo_url
 
@@ -173,6 +176,10 @@ def test_every_app_of_the_lab_s_set_is_synced_and_healthy(cluster, lab_settings)
             pytest.fail(f"the lab's apps did not all reach Synced/Healthy within {SYNC_DEADLINE_S}s: {last}")
         time.sleep(2)
     measure(f"every app of the lab's set Synced and Healthy ({', '.join(names)})", started)
+    # what their charts run came through the private registry, by the catalog's names
+    pulled = set().union(*pulls_by_address(registry_log()).values())
+    charted = [name for app, images in CHART_IMAGES.items() if app in names for name in images]
+    assert charted and all(mirror_repository(lab_settings, lab_settings.images[n]["ref"]) in pulled for n in charted)
 
 
 def test_the_sealed_secrets_controller_unseals_a_sealed_secret_committed_to_git(cluster, lab_settings, checkout):
@@ -211,6 +218,26 @@ def test_the_sealed_secrets_controller_unseals_a_sealed_secret_committed_to_git(
                         "commit without the SealedSecret")
     wait_for(f"Secret {NAMESPACE}/{name} gone with its pruned SealedSecret",
              lambda: cluster.get("v1", "Secret", name, NAMESPACE) is None, HEAL_DEADLINE_S, interval=0.5)
+
+
+def test_the_acceptance_suite_s_gitops_checks_hold_on_the_lab(cluster):
+    """tests/acceptance's own checks (the verification plan's application status, self-healing and drift
+    repair), run here on the lab's Argo CD-managed Deployment: the Sealed Secrets controller (Online
+    Boutique, which the plan runs them on, is not in the lab's set yet)."""
+    apps = acceptance.argocd_applications(cluster)
+    bad = [a for a in apps if a["sync"] != "Synced" or a["health"] != "Healthy" or a["history"] < 1]
+    assert apps and not bad, bad
+    started = time.monotonic()
+    acceptance.replace_a_pod(cluster, "kube-system", "app.kubernetes.io/name=sealed-secrets", timeout_s=120)
+    measure("force-deleted pod replaced and Ready (Sealed Secrets controller)", started)
+    deployment = cluster.get("apps/v1", "Deployment", "sealed-secrets-controller", "kube-system")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]["name"]
+    original = acceptance.image_of(deployment, container)
+    started = time.monotonic()
+    acceptance.change_image_by_hand(cluster, "kube-system", "sealed-secrets-controller", container,
+                                    original + "-drift", timeout_s=60)
+    acceptance.wait_image(cluster, "kube-system", "sealed-secrets-controller", container, original, timeout_s=180)
+    measure("hand-edited image reverted by Argo CD (Sealed Secrets controller)", started)
 
 
 def _certificate_or_none(cluster, sealing) -> bytes | None:
@@ -292,6 +319,35 @@ def test_commits_pushed_over_ssh_go_live_and_a_removed_object_is_pruned(cluster,
             path.write_bytes(content)
         if git("status", "--porcelain", cwd=checkout).strip():
             commit_and_push(checkout, "live test: back to the seeded tree")
+
+
+# Argo CD's own polling, left at its defaults: the app is compared again every timeout.reconciliation
+# (120 s) plus up to 60 s of jitter, and the repo-server may answer from its cache of what `main` points at
+# (3 min): a commit can take up to about 6 min to be seen without a refresh or a webhook.
+POLL_DEADLINE_S = 420
+
+
+def test_a_commit_goes_live_by_argo_cd_s_own_polling(cluster, checkout):
+    """No refresh triggered: what an operator gets without GitLab's webhook."""
+    settings = (cluster.get("v1", "ConfigMap", "argocd-cm", NAMESPACE) or {}).get("data") or {}
+    assert not {"timeout.reconciliation", "timeout.reconciliation.jitter"} & set(settings), settings
+    original = {p: p.read_bytes() for p in (checkout / "argocd" / "apps").iterdir()}
+    try:
+        set_probe(checkout, "polled")
+        started = time.monotonic()
+        revision = commit_and_push(checkout, "live test: probe for Argo CD's polling")
+        wait_for("the commit applied by Argo CD's own polling (no refresh triggered)",
+                 lambda: root_status(cluster)["revision"] == revision and probe_value(cluster) == "polled",
+                 POLL_DEADLINE_S, interval=1)
+        measure("commit to live, Argo CD's default polling (no refresh)", started)
+    finally:
+        for path in (checkout / "argocd" / "apps").iterdir():
+            if path not in original:
+                path.unlink()
+        for path, content in original.items():
+            path.write_bytes(content)
+        if git("status", "--porcelain", cwd=checkout).strip():
+            wait_synced(cluster, commit_and_push(checkout, "live test: back to the seeded tree"), "the probe removed")
 
 
 def test_argo_cd_s_deploy_key_may_fetch_but_never_push(lab_settings, repo_url, tmp_path):
