@@ -134,8 +134,9 @@ images = {
     "argocd": "quay.io/argoproj/argocd:v3.6.1",
     "argocd-redis": "public.ecr.aws/docker/library/redis:8.10.1-alpine",
     "dex": "ghcr.io/dexidp/dex:v2.46.0",
-    # gitops-repo's platform charts: sealed-secrets 2.19.3 runs the controller of its appVersion
-    "sealed-secrets-controller": "docker.io/bitnami/sealed-secrets-controller:0.39.1",
+    # gitops-repo's platform charts (their values name these): the sealed-secrets chart 2.19.3 (appVersion
+    # 0.39.1) runs the controller of kubeseal's release, as it ships in that release's tree
+    "sealed-secrets-controller": "docker.io/bitnami/sealed-secrets-controller:0.40.0",
 }
 # Catalog entries replaced by another build, by name: name -> registry/path:tag. The pod specs of the pinned
 # manifests that name the original image are rewritten to it (e.g. a Redis your registry already holds).

@@ -86,12 +86,12 @@ SOURCE_BUILDS = {
     ),
     # The repository moved to bitnami-labs but its go.mod still says github.com/bitnami/sealed-secrets.
     "kubeseal": SourceBuild("github.com/bitnami-labs/sealed-secrets", "v0.40.0", {"kubeseal": "./cmd/kubeseal"}),
-    # The controller at the release gitops-repo's sealed-secrets chart 2.19.3 runs (its appVersion, 0.39.1).
+    # The controller of kubeseal's release: the same module graph, so the build reuses kubeseal's packages.
     "sealed-secrets-controller": SourceBuild(
         "github.com/bitnami-labs/sealed-secrets",
-        "v0.39.1",
+        "v0.40.0",
         {"controller": "./cmd/controller"},
-        ldflags="-s -w -X main.VERSION=v0.39.1",
+        ldflags="-s -w -X main.VERSION=v0.40.0",
     ),
     # The lab's images (tools/images.py)
     # Argo CD: one multi-call binary (server, repo-server, controllers, CLI). Its module zip lacks the

@@ -158,4 +158,4 @@ def test_the_helm_repository_serves_each_lab_chart_at_its_pinned_version(served_
     deployment = next(d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] == "Deployment")
     assert deployment["metadata"]["name"] == "sealed-secrets-controller"
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == f"docker.io/bitnami/sealed-secrets-controller:0.39.1@{digest}"
+    assert container["image"] == f"docker.io/bitnami/sealed-secrets-controller:0.40.0@{digest}"

@@ -271,8 +271,8 @@ def test_a_chart_image_is_the_catalog_s_pinned_by_the_lock_s_digest(tmp_path):
     settings = settings_of("lab.py")
     digest = "sha256:" + "cd" * 32
     pinned = {**settings.images["sealed-secrets-controller"], "digest": digest}
-    for images, tag in ((settings.images, "0.39.1"), ({**settings.images, "sealed-secrets-controller": pinned},
-                                                      f"0.39.1@{digest}")):
+    for images, tag in ((settings.images, "0.40.0"), ({**settings.images, "sealed-secrets-controller": pinned},
+                                                      f"0.40.0@{digest}")):
         repo = render_gitops_repo(replace(settings, images=images), tmp_path / tag, IMAGE_TAG)
         values = yaml.safe_load((repo / "platform/sealed-secrets/values.yaml").read_text())
         assert values["image"] == {"registry": "docker.io", "repository": "bitnami/sealed-secrets-controller",
