@@ -300,6 +300,19 @@ def probe_value(cluster) -> str | None:
     return None if cm is None else cm["data"]["value"]
 
 
+def back_to(checkout: Path, original: dict[Path, bytes]) -> str | None:
+    """argocd/apps as `original` again, as a new commit (history is never rewritten): its revision, or None
+    when nothing had changed."""
+    for path in (checkout / "argocd" / "apps").iterdir():
+        if path not in original:
+            path.unlink()
+    for path, content in original.items():
+        path.write_bytes(content)
+    if git("status", "--porcelain", cwd=checkout).strip():
+        return commit_and_push(checkout, "live test: back to the seeded tree")
+    return None
+
+
 def test_commits_pushed_over_ssh_go_live_and_a_removed_object_is_pruned(cluster, repo_url, checkout):
     original = {p: p.read_bytes() for p in (checkout / "argocd" / "apps").iterdir()}
     try:
@@ -311,14 +324,7 @@ def test_commits_pushed_over_ssh_go_live_and_a_removed_object_is_pruned(cluster,
             assert probe_value(cluster) == value
             measure(f"commit to live, probe {step} (refresh triggered)", started)
     finally:
-        # Git back to the seeded tree (as a new commit: history is never rewritten)
-        for path in (checkout / "argocd" / "apps").iterdir():
-            if path not in original:
-                path.unlink()
-        for path, content in original.items():
-            path.write_bytes(content)
-        if git("status", "--porcelain", cwd=checkout).strip():
-            commit_and_push(checkout, "live test: back to the seeded tree")
+        back_to(checkout, original)
 
 
 # Argo CD's own polling, left at its defaults: the app is compared again every timeout.reconciliation
@@ -341,13 +347,8 @@ def test_a_commit_goes_live_by_argo_cd_s_own_polling(cluster, checkout):
                  POLL_DEADLINE_S, interval=1)
         measure("commit to live, Argo CD's default polling (no refresh)", started)
     finally:
-        for path in (checkout / "argocd" / "apps").iterdir():
-            if path not in original:
-                path.unlink()
-        for path, content in original.items():
-            path.write_bytes(content)
-        if git("status", "--porcelain", cwd=checkout).strip():
-            wait_synced(cluster, commit_and_push(checkout, "live test: back to the seeded tree"), "the probe removed")
+        if revision := back_to(checkout, original):
+            wait_synced(cluster, revision, "the probe removed")
 
 
 def test_argo_cd_s_deploy_key_may_fetch_but_never_push(lab_settings, repo_url, tmp_path):
