@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.images import Reference
 from tasks.settings import CHART_IMAGES, Settings
 from tasks.templating import render_tree
 
@@ -154,10 +155,9 @@ def chart_images(settings: Settings) -> dict[str, dict[str, str]]:
     for names in CHART_IMAGES.values():
         for name in names:
             image = settings.images[name]
-            registry, rest = image["ref"].split("/", 1)
-            repository, tag = rest.rsplit(":", 1)
+            ref = Reference.parse(image["ref"])
             digest = f"@{image['digest']}" if image["digest"] else ""
-            images[name] = {"registry": registry, "repository": repository, "tag": tag + digest}
+            images[name] = {"registry": ref.registry, "repository": ref.repository, "tag": ref.tag + digest}
     return images
 
 
