@@ -18,6 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.buildlock import build_lock
 from tools.lab.constants import CACHE, SOURCES_DIR
 
 # `go install package@version`, optionally with build tags. The versions are the ones the cluster runs
@@ -181,13 +182,16 @@ def go_tool(name: str) -> Path:
     package, version, tags = GO_TOOLS[name]
     target_dir = CACHE / "bin" / (f"{name}-{version}" + (f"-{tags}" if tags else ""))
     binary = target_dir / name
-    if not binary.exists():
-        started = time.monotonic()
-        _run(
-            [_go(), "install", *(["-tags", tags] if tags else []), f"{package}@{version}"],
-            go_env(toolchain=TOOLCHAINS.get(name, "local"), GOBIN=str(target_dir)),
-        )
-        BUILD_TIMES[f"build {name} {version}"] = time.monotonic() - started
+    if binary.exists():
+        return binary
+    with build_lock(target_dir.name):
+        if not binary.exists():  # another process may have built it while this one waited
+            started = time.monotonic()
+            _run(
+                [_go(), "install", *(["-tags", tags] if tags else []), f"{package}@{version}"],
+                go_env(toolchain=TOOLCHAINS.get(name, "local"), GOBIN=str(target_dir)),
+            )
+            BUILD_TIMES[f"build {name} {version}"] = time.monotonic() - started
     return binary
 
 
@@ -198,6 +202,13 @@ def source_build(name: str) -> dict[str, Path]:
     binaries = {output: target_dir / output for output in build.outputs}
     if all(path.exists() for path in binaries.values()):
         return binaries
+    with build_lock(target_dir.name):
+        if not all(path.exists() for path in binaries.values()):  # built by another process meanwhile?
+            _build_from_source(name, build, target_dir)
+    return binaries
+
+
+def _build_from_source(name: str, build: SourceBuild, target_dir: Path) -> None:
     env = go_env(toolchain=TOOLCHAINS.get(name, "local"))
     started = time.monotonic()
     src = CACHE / "src" / f"{name}-{build.version}"
@@ -220,7 +231,6 @@ def source_build(name: str) -> dict[str, Path]:
     for output in build.outputs:
         (out / output).rename(target_dir / output)
     BUILD_TIMES[f"build {name} {build.version}"] = time.monotonic() - started
-    return binaries
 
 
 def _copy_module_source(build: SourceBuild, dest: Path, env: dict[str, str]) -> None:
@@ -247,10 +257,15 @@ def _copy_module_source(build: SourceBuild, dest: Path, env: dict[str, str]) -> 
 def unpacked_sources() -> Path:
     """The upstream source snapshots of SOURCES.md, each verified by its sha256 and unpacked once."""
     target = CACHE / "upstream-src"
-    for name, digest in UPSTREAM_TARBALLS.items():
-        stamp = target / f".{name}.sha256"
-        if stamp.exists() and stamp.read_text() == digest:
-            continue
+    with build_lock("upstream-src"):
+        for name, digest in UPSTREAM_TARBALLS.items():
+            _unpack_upstream(target, name, digest)
+    return target
+
+
+def _unpack_upstream(target: Path, name: str, digest: str) -> None:
+    stamp = target / f".{name}.sha256"
+    if not (stamp.exists() and stamp.read_text() == digest):
         archive = SOURCES_DIR / "src" / name
         if not archive.exists():
             raise ToolUnavailable(
@@ -263,7 +278,6 @@ def unpacked_sources() -> Path:
         with tarfile.open(archive) as tar:
             tar.extractall(target, filter="data")
         stamp.write_text(digest)
-    return target
 
 
 # Upstream source snapshots (file in <sources>/src -> sha256, as SOURCES.md lists them) that builds use.
@@ -305,8 +319,12 @@ def kube_build(names: list[str]) -> dict[str, Path]:
     graph = hashlib.sha256((KUBE_MODULE_DIR / "go.sum").read_bytes()).hexdigest()[:8]
     out = CACHE / "bin" / f"kubernetes-{version}-{graph}"
     wanted = {name: out / name for name in names}
-    if not all(path.exists() for path in wanted.values()):
-        _build_kube([name for name in KUBE_COMMANDS if not (out / name).exists()], version, out)
+    if all(path.exists() for path in wanted.values()):
+        return wanted
+    with build_lock(out.name):
+        missing = [name for name in KUBE_COMMANDS if not (out / name).exists()]  # again, after any wait
+        if missing:
+            _build_kube(missing, version, out)
     return wanted
 
 

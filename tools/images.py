@@ -45,6 +45,7 @@ from tasks import gitlab_api, inventory
 from tasks.images import Reference, RegistryClient, RegistryError, mirror_repository
 from tasks.settings import Settings, load_settings
 from tasks.state import LocalState
+from tools.buildlock import build_lock, write_atomically
 from tools.gobuild import CACHE, ToolUnavailable, _go, _run, go_env, go_tool, kube_build, source_build
 from tools.lab.constants import DEBIAN_MIRROR
 
@@ -272,7 +273,7 @@ def _store_layer(tar_bytes: bytes) -> Layer:
     blob = IMAGES_DIR / "blobs" / digest.split(":")[1]
     blob.parent.mkdir(parents=True, exist_ok=True)
     if not blob.exists():
-        blob.write_bytes(compressed)
+        write_atomically(blob, compressed)
     return Layer(blob, digest, "sha256:" + hashlib.sha256(tar_bytes).hexdigest(), len(compressed))
 
 
@@ -309,10 +310,15 @@ def rootfs_layer(name: str) -> Layer:
     inputs = (ROOTFS_SUITE, DEBIAN_MIRROR, ROOTFS[name], ROOTFS_OWNERS.get(name), ROOTFS_REVISION.get(name))
     recipe = hashlib.sha256(repr(inputs).encode()).hexdigest()[:12]
     record = IMAGES_DIR / "rootfs" / f"{name}-{recipe}.json"
-    if record.exists():
-        layer = json.loads(record.read_text())
-        if Path(layer["blob"]).exists():
-            return Layer(Path(layer["blob"]), layer["digest"], layer["diff_id"], layer["size"])
+    with build_lock(f"rootfs-{name}-{recipe}"):
+        if record.exists():
+            layer = json.loads(record.read_text())
+            if Path(layer["blob"]).exists():
+                return Layer(Path(layer["blob"]), layer["digest"], layer["diff_id"], layer["size"])
+        return _build_rootfs_layer(name, record)
+
+
+def _build_rootfs_layer(name: str, record: Path) -> Layer:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         root = Path(tmp) / "rootfs"
@@ -407,12 +413,17 @@ def _blob(data: bytes) -> tuple[str, Path]:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     path = IMAGES_DIR / "blobs" / digest.split(":")[1]
     if not path.exists():
-        path.write_bytes(data)
+        write_atomically(path, data)
     return digest, path
 
 
 def build_image(name: str, ref: str) -> tuple[Path, str]:
     """(OCI layout folder, manifest digest) of catalog image `name`, built or reused."""
+    with build_lock(f"image-{name}"):
+        return _build_image(name, ref)
+
+
+def _build_image(name: str, ref: str) -> tuple[Path, str]:
     recipe = RECIPES[name]
     layers = [rootfs_layer(recipe.rootfs)] if recipe.rootfs else []
     files = recipe.files()
@@ -498,7 +509,7 @@ def build_all(catalog: dict[str, str]) -> dict[str, str]:
         _, digest = build_image(name, ref)
         lock[ref] = digest
         TIMES.setdefault(f"image {name}", time.monotonic() - started)
-    LOCK_FILE.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+    write_atomically(LOCK_FILE, json.dumps(lock, indent=2, sort_keys=True) + "\n")
     return lock
 
 

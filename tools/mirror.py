@@ -31,6 +31,7 @@ import yaml
 from tasks.artifacts import mirror_path
 from tasks.gitops_repo import PLATFORM_APPS
 from tasks.settings import lock_entry
+from tools.buildlock import build_lock, write_atomically
 from tools.gobuild import SOURCE_BUILDS, _go, _run, go_env, go_tool, kube_build, kube_version
 from tools.lab.constants import CACHE, CHARTS_FOLDER, MIRROR_DIR
 from tools.upstream import SOURCES, chart_archive, read_file
@@ -195,6 +196,15 @@ def build_chart_repository(mirror: Path) -> Path:
     return folder
 
 
+def _build_artifact(name: str, version: str, target: Path) -> None:
+    started = time.monotonic()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    BUILDERS[name](version, CACHE / "mirror-build" / f"{name}-{version}", partial)
+    partial.rename(target)  # a build cut off never leaves a file that looks complete
+    TIMES[f"build {name} {version}"] = time.monotonic() - started
+
+
 def build_mirror(mirror: Path, names: list[str] | None = None) -> dict[str, dict[str, str]]:
     """Build (or reuse) the named artifacts (default: all, and the Helm repository of LAB_CHARTS) and return
     them in group_data's format."""
@@ -205,20 +215,18 @@ def build_mirror(mirror: Path, names: list[str] | None = None) -> dict[str, dict
         url = spec["url"].format(version=spec["version"])
         target = mirror / mirror_path(url)
         if not target.exists():
-            started = time.monotonic()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".partial")
-            BUILDERS[name](spec["version"], CACHE / "mirror-build" / f"{name}-{spec['version']}", partial)
-            partial.rename(target)  # a build cut off never leaves a file that looks complete
-            TIMES[f"build {name} {spec['version']}"] = time.monotonic() - started
+            with build_lock(f"mirror-{name}-{spec['version']}"):
+                if not target.exists():  # another process may have built it while this one waited
+                    _build_artifact(name, spec["version"], target)
         spec["sha256"] = hashlib.sha256(target.read_bytes()).hexdigest()
         if spec.get("checksums"):
             _checksum_file(mirror, spec, url, spec["sha256"])
         result[name] = spec
     if names is None:  # the sandbox inventory reads it: only a complete mirror may write it
-        build_chart_repository(mirror)
+        with build_lock("mirror-charts"):
+            build_chart_repository(mirror)
         lock = {name: lock_entry(spec, spec["sha256"]) for name, spec in result.items()}
-        (mirror / LOCK_FILE).write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+        write_atomically(mirror / LOCK_FILE, json.dumps(lock, indent=2, sort_keys=True) + "\n")
     return result
 
 

@@ -240,6 +240,27 @@ def test_the_acceptance_suite_s_gitops_checks_hold_on_the_lab(cluster):
     measure("hand-edited image reverted by Argo CD (Sealed Secrets controller)", started)
 
 
+def test_a_managed_deployment_deleted_by_hand_is_recreated_and_runs_again(cluster):
+    """Self-heal of a workload: the Sealed Secrets controller's Deployment (the sealed-secrets app's)
+    deleted by hand is recreated by Argo CD, and its new pod becomes Ready."""
+    before = cluster.get("apps/v1", "Deployment", "sealed-secrets-controller", "kube-system")
+    assert before is not None, "the sealed-secrets app's Deployment is missing before the test"
+    started = time.monotonic()
+    cluster.delete("apps/v1", "Deployment", "sealed-secrets-controller", "kube-system")
+
+    def recreated_and_ready() -> bool:
+        now = cluster.get("apps/v1", "Deployment", "sealed-secrets-controller", "kube-system")
+        return (now is not None and now["metadata"]["uid"] != before["metadata"]["uid"]
+                and (now.get("status") or {}).get("readyReplicas", 0) >= 1)
+
+    wait_for("Deployment sealed-secrets-controller, deleted by hand, recreated by Argo CD with a Ready pod",
+             recreated_and_ready, HEAL_DEADLINE_S, interval=0.5)
+    measure("deleted Deployment recreated, its pod Ready (Sealed Secrets controller)", started)
+    wait_for("the sealed-secrets app Synced and Healthy again",
+             lambda: app_states(cluster, ["sealed-secrets"])["sealed-secrets"] == ("Synced", "Healthy"),
+             HEAL_DEADLINE_S)
+
+
 def _certificate_or_none(cluster, sealing) -> bytes | None:
     try:
         return sealing.controller_certificate(cluster)
@@ -325,6 +346,24 @@ def test_commits_pushed_over_ssh_go_live_and_a_removed_object_is_pruned(cluster,
             measure(f"commit to live, probe {step} (refresh triggered)", started)
     finally:
         back_to(checkout, original)
+
+
+def test_a_managed_configmap_edited_by_hand_is_reverted(cluster, checkout):
+    """Drift repair on configuration: a ConfigMap that Git holds (the probe, committed for the test) edited
+    by hand gets Git's data back."""
+    original = {p: p.read_bytes() for p in (checkout / "argocd" / "apps").iterdir()}
+    try:
+        set_probe(checkout, "from-git")
+        wait_synced(cluster, commit_and_push(checkout, "live test: probe for the hand edit"), "the probe added")
+        started = time.monotonic()
+        cluster.patch("v1", "ConfigMap", PROBE, NAMESPACE, {"data": {"value": "edited by hand"}}, "kubectl-edit",
+                      merge=True)
+        wait_for(f"ConfigMap {PROBE}, edited by hand, back to Git's data",
+                 lambda: probe_value(cluster) == "from-git", HEAL_DEADLINE_S, interval=0.5)
+        measure("hand-edited ConfigMap reverted", started)
+    finally:
+        if revision := back_to(checkout, original):
+            wait_synced(cluster, revision, "the probe removed")
 
 
 # Argo CD's own polling, left at its defaults: the app is compared again every timeout.reconciliation

@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.buildlock import build_lock
 from tools.lab import git_server, registry
 from tools.lab.constants import (
     APT_PROXY_PORT,
@@ -274,7 +275,7 @@ def base_recipe_id(release: str) -> str:
 
 
 def build_base_archive(archive: Path, release: str) -> None:
-    work = LAB_DIR / "build-rootfs"
+    work = LAB_DIR / f"build-rootfs-{release}"
     if work.exists():
         shutil.rmtree(work)
     log(f"building the {release} base image (minbase + {len(BASE_PACKAGES)} packages; about 2 minutes)")
@@ -327,10 +328,22 @@ def build_base_archive(archive: Path, release: str) -> None:
     log(f"base image cached at {archive} ({archive.stat().st_size // 2**20} MiB, {time.monotonic() - started:.0f}s)")
 
 
+def base_archive(release: str) -> Path:
+    """The base image of `release` as an archive, built once per release and recipe (CI builds it in the
+    background while the first test layers run: tools/prebuild.py)."""
+    recipe = base_recipe_id(release)
+    archive = LAB_DIR / "cache" / f"base-{release}-{recipe}.tar.zst"
+    with build_lock(f"base-{release}"):
+        if not archive.exists():
+            for stale in archive.parent.glob(f"base-{release}-*.tar.zst"):
+                stale.unlink()
+            build_base_archive(archive, release)
+    return archive
+
+
 def ensure_rootfs(release: str) -> Path:
     """The unpacked base image of `release` (cached per release and recipe), which hosts overlay."""
     recipe = base_recipe_id(release)
-    archive = LAB_DIR / "cache" / f"base-{release}-{recipe}.tar.zst"
     rootfs = LAB_DIR / f"rootfs-{release}"
     stamp = rootfs / ".lab-recipe"
     if rootfs.exists() and stamp.exists() and stamp.read_text() == recipe:
@@ -338,10 +351,7 @@ def ensure_rootfs(release: str) -> Path:
     if any(is_mounted(h.merged) for h in known_host_dirs()):
         raise LabError("the base image changed while hosts are running: run `python3 -m tools.lab down` first")
     shutil.rmtree(LAB_DIR / "rootfs", ignore_errors=True)  # the single, unversioned base of earlier lab tools
-    if not archive.exists():
-        for stale in archive.parent.glob(f"base-{release}-*.tar.zst"):
-            stale.unlink()
-        build_base_archive(archive, release)
+    archive = base_archive(release)
     if rootfs.exists():
         shutil.rmtree(rootfs)
     rootfs.mkdir(parents=True)
