@@ -87,7 +87,7 @@ PLATFORM_APPS = [
         -4,
         "https://kubernetes-sigs.github.io/metrics-server/",
         "metrics-server",
-        "3.13.0",
+        "3.13.1",
     ),
     PlatformApp(
         "ingress-nginx", "ingress-nginx", -3, "https://kubernetes.github.io/ingress-nginx", "ingress-nginx", "4.15.1"
@@ -110,7 +110,7 @@ PLATFORM_APPS = [
         -1,
         "https://grafana-community.github.io/helm-charts",
         "loki",
-        "18.12.0",
+        "18.11.0",
         privileged_namespace=True,
     ),
     PlatformApp(

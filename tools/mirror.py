@@ -34,7 +34,7 @@ from tasks.settings import lock_entry
 from tools.buildlock import build_lock, write_atomically
 from tools.gobuild import SOURCE_BUILDS, _go, _run, go_env, go_tool, kube_build, kube_version
 from tools.lab.constants import CACHE, CHARTS_FOLDER, MIRROR_DIR
-from tools.upstream import SOURCES, chart_archive, read_file
+from tools.upstream import SOURCES, ChartUnavailable, chart, chart_archive, read_file
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK_FILE = "artifacts.json"
@@ -161,9 +161,9 @@ def _checksum_file(mirror: Path, spec: dict[str, str], url: str, digest: str) ->
     path.write_text(line)
 
 
-# The platform charts the lab's mirror can serve as a Helm repository (app name -> pinned module tree and the
-# chart's folder in it); the others are not in a module the proxy serves yet (docs/lab.md).
-LAB_CHARTS = {"sealed-secrets": ("sealed-secrets", "helm/sealed-secrets")}
+# The platform apps whose charts the lab's mirror serves as a Helm repository (tools/upstream.py says where
+# each chart comes from); the others are not in the lab's set yet (docs/lab.md).
+LAB_CHARTS = ("sealed-secrets",)
 # index.yaml and the archives carry fixed times, so a rebuild of the same charts is byte for byte the same.
 EPOCH = "1970-01-01T00:00:00Z"
 
@@ -175,18 +175,16 @@ def build_chart_repository(mirror: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     pinned = {app.name: app for app in PLATFORM_APPS}
     entries: dict[str, list[dict]] = {}
-    for app_name, (source, chart_dir) in LAB_CHARTS.items():
+    for app_name in LAB_CHARTS:
         app = pinned[app_name]
-        archive = chart_archive(source, chart_dir)
+        try:
+            archive = chart(app.chart, app.version)
+        except ChartUnavailable as exc:
+            raise SystemExit(str(exc)) from None
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             member = tar.extractfile(f"{app.chart}/Chart.yaml")
-            assert member is not None, f"{source}:{chart_dir} has no Chart.yaml"
+            assert member is not None, f"chart {app.chart}: no Chart.yaml"
             metadata = yaml.safe_load(member.read())
-        if metadata["version"] != app.version:
-            raise SystemExit(
-                f"{source}'s {chart_dir} is chart {metadata['version']}, but gitops-repo pins {app.chart} "
-                f"{app.version}: bump one of them (tools/upstream.py, tasks/gitops_repo.py)"
-            )
         file_name = f"{app.chart}-{app.version}.tgz"
         (folder / file_name).write_bytes(archive)
         digest = hashlib.sha256(archive).hexdigest()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from tools.lab.constants import CACHE
+from tools.lab.constants import CACHE, SOURCES_DIR
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,6 @@ SOURCES = {
         (
             "config/crd/bases/metallb.io_ipaddresspools.yaml",
             "config/crd/bases/metallb.io_l2advertisements.yaml",
-            "charts/metallb/values.yaml",
-            "charts/metallb/values.schema.json",
         ),
     ),
     "argo-cd": ModuleSource(
@@ -72,6 +70,13 @@ SOURCES = {
         "github.com/rancher/local-path-provisioner",
         "v0.0.37",
         "cb7f5255c208b75f0326e713371da43c54ac36ba59b09bc30ce0faba0d1375cf",
+        (),
+    ),
+    # The metrics-server chart: v0.9.0's tree holds chart 3.13.1 (v0.8.0's holds 3.12.2; no tag holds 3.13.0).
+    "metrics-server": ModuleSource(
+        "sigs.k8s.io/metrics-server",
+        "v0.9.0",
+        "cfca13655abaceab95e8c226cab8885ff43c3d8d7115f8cbe15288857c35c507",
         (),
     ),
     # The Cilium chart (install/kubernetes/cilium) for the CNI step of post-bootstrap; no CRDs of its own.
@@ -142,3 +147,58 @@ def read_file(name: str, path: str) -> str:
     source = SOURCES[name]
     with zipfile.ZipFile(module_zip(source)) as archive:
         return archive.read(f"{source.module}@{source.version}/{path}").decode()
+
+
+# Charts that sit in a pinned module's tree: chart name -> (SOURCES key, the chart's folder in that tree).
+MODULE_CHARTS = {
+    "sealed-secrets": ("sealed-secrets", "helm/sealed-secrets"),
+    "metallb": ("metallb", "charts/metallb"),
+    "metrics-server": ("metrics-server", "charts/metrics-server"),
+}
+# Charts no module holds: the shared sources' archives (SOURCES.md: taken from the charts' own repositories,
+# dependencies vendored in charts/), each accepted only with the sha256 SOURCES.md gives it.
+SHARED_CHARTS = {
+    "ingress-nginx-4.15.1.tgz": "da023633cf6ec9cfd36e6ea7c769250868925503726530a80c12c9072bf4e2d4",
+    "kube-prometheus-stack-88.5.0.tgz": "74b2039ad52f0d13ea3328fdf14085a97e772cfe03a46fac903c810711309403",
+    "loki-18.11.0.tgz": "684c4cb2d81ae1243d44f1582574e4d4f99354d1c3a7beb4c8d067799da8fcb9",
+    "promtail-6.17.1.tgz": "02c68783bd4f4e097f5561887e742e9c1b5ccf128996a59324ea2bd52bdb4a14",
+    "traefik-41.3.0.tgz": "6c9bd13fd2e14f9ad9ec2950e3e7678356f3e3a663eb0803991bd8b1a7d83c71",
+}
+
+
+class ChartUnavailable(LookupError):
+    pass
+
+
+def chart(name: str, version: str) -> bytes:
+    """The archive of chart `name` at `version`, from a pinned module's tree or the shared sources, checked to
+    be that version (its Chart.yaml) before anyone renders or serves it."""
+    import io
+    import tarfile
+
+    import yaml
+
+    shared = f"{name}-{version}.tgz"
+    if shared in SHARED_CHARTS:
+        path = SOURCES_DIR / "charts" / shared
+        if not path.exists():
+            raise ChartUnavailable(f"{path} is missing: set GITOPS_LAB_SOURCES to the shared sources (SOURCES.md)")
+        archive = path.read_bytes()
+        if hashlib.sha256(archive).hexdigest() != SHARED_CHARTS[shared]:
+            raise ChartUnavailable(
+                f"{path} does not have the sha256 {SHARED_CHARTS[shared]} of SOURCES.md: refusing it"
+            )
+    elif name in MODULE_CHARTS:
+        archive = chart_archive(*MODULE_CHARTS[name])
+    else:
+        raise ChartUnavailable(f"no source here for chart {name} {version}: add it to tools/upstream.py")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        member = tar.extractfile(f"{name}/Chart.yaml")
+        assert member is not None, f"chart {name}: no Chart.yaml"
+        found = yaml.safe_load(member.read())["version"]
+    if found != version:
+        raise ChartUnavailable(
+            f"chart {name}: the pinned source holds {found}, not {version}: pin {found} (tasks/gitops_repo.py) "
+            "or move the source (tools/upstream.py) to a tree or archive holding it"
+        )
+    return archive

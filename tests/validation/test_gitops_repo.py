@@ -16,7 +16,6 @@ from tasks.gitops_repo import PLATFORM_APPS, SERVICES, gitops_repo_url, registry
 from tasks.settings import load_settings
 from tests.conftest import REPO, load_inventory, unavailable
 from tests.validation import gitops
-from tests.validation.upstream import metallb_chart_values
 
 IMAGE_TAG = "3f9c1e2a7b5d4c6e8f0a1b2c3d4e5f6a7b8c9d0e"
 
@@ -104,25 +103,6 @@ def test_platform_apps_are_ordered_and_pinned():
     assert waves["kube-prometheus-stack"] < waves["promtail"]
     assert all(re.match(r"^\d+\.\d+\.\d+$", app.version) for app in PLATFORM_APPS if app.chart)
     assert next(a for a in PLATFORM_APPS if a.name == "ingress-nginx").version == "4.15.1"
-
-
-def merged(defaults: dict, ours: dict) -> dict:
-    out = dict(defaults)
-    for key, value in ours.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def test_metallb_values_match_the_charts_schema(rendered):
-    """The one chart whose values schema is reachable offline (its source tree is a Go module)."""
-    import jsonschema
-
-    _, repo = rendered
-    defaults, schema = metallb_chart_values()
-    ours = yaml.safe_load((repo / "platform/metallb/values.yaml").read_text())
-    jsonschema.validate(merged(defaults, ours), schema)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(merged(defaults, {"speaker": {"frr": {"enabled": "no"}}}), schema)
 
 
 def test_retired_components_are_said_to_be_retired(rendered):

@@ -13,8 +13,6 @@ from tools.upstream import SOURCES, cache_dir, read_files
 
 def crd_schemas() -> dict[tuple[str, str], dict]:
     """{(apiVersion, kind): openAPIV3Schema} for every served version of every pinned CRD (cached as JSON)."""
-    import json
-
     stamp = hashlib.sha256(repr(sorted(SOURCES.items())).encode()).hexdigest()[:12]
     cached = cache_dir() / f"crd-schemas-{stamp}.json"
     if cached.exists():
@@ -33,11 +31,3 @@ def crd_schemas() -> dict[tuple[str, str], dict]:
                         schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
     cached.write_text(json.dumps({f"{api} {kind}": schema for (api, kind), schema in schemas.items()}))
     return schemas
-
-
-def metallb_chart_values() -> tuple[dict, dict]:
-    """(the chart's default values, its values schema). The schema applies to defaults merged with ours."""
-    import json
-
-    files = read_files("metallb")
-    return yaml.safe_load(files["charts/metallb/values.yaml"]), json.loads(files["charts/metallb/values.schema.json"])
