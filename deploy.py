@@ -33,6 +33,8 @@ control_plane_host = state.inventory.get_host(settings.control_plane.name)
 # ---- Phase 0: foundation (every host) --------------------------------------------------------------
 if host == active_hosts[0]:
     foundation.preflight_all(settings, active_hosts)
+for notice in settings.retired_choices():
+    phases.announce_once(notice, f"    retired component chosen: {notice}")
 foundation.prepare_host(settings, node)
 phases.barrier("phase 0: foundation")
 

@@ -6,13 +6,16 @@ gitlab_domain = "gitlab.local"
 registry_domain = "registry.local"
 # GitLab group of app-repo and gitops-repo; images live at <registry_domain>/<gitlab_group>/app-repo/<service>.
 gitlab_group = "boutique"
-# Names served by Ingress-NGINX on its MetalLB VIP (the first address of metallb_pool). Point them at the
-# VIP in your DNS or /etc/hosts on the machines you browse from.
+# Names served by the ingress controller on its MetalLB VIP (the first address of metallb_pool). Point them
+# at the VIP in your DNS or /etc/hosts on the machines you browse from.
 storefront_host_dev = "dev.boutique.local"
 storefront_host_prod = "boutique.local"
 argocd_host = "argocd.local"
 grafana_host = "grafana.local"
-ingress_class = "nginx"
+# traefik (maintained; Ingress and Gateway API) | ingress-nginx (retired upstream in March 2026: no security
+# fixes; kept for sites that already run it). Ingress objects, names and TLS are the same with either.
+ingress_controller = "traefik"
+ingress_class = "traefik"  # the IngressClass the controller registers and every Ingress names
 
 # --- the network the hosts' static addresses live in (inventories/lab.py holds the addresses)
 node_network = "192.168.10.0/24"

@@ -93,7 +93,7 @@ sandbox = (
                 (
                     "metallb",
                     "metrics-server",
-                    "ingress-nginx",
+                    "traefik",
                     "kube-prometheus-stack",
                     "loki",
                     "promtail",
@@ -102,7 +102,7 @@ sandbox = (
                 "the lab's registry yet",
             ),
             "metallb-config": "needs MetalLB's CRDs, and MetalLB is left out",
-            "argocd-ingress": "no ingress controller runs in the lab yet (ingress-nginx is left out)",
+            "argocd-ingress": "no ingress controller runs in the lab yet (traefik is left out)",
             "boutique-monitoring": "needs kube-prometheus-stack's CRDs (PrometheusRule), which is left out",
             "boutique-dev": "its images come from app-repo's pipeline, which needs GitLab (not installable offline)",
             "boutique-prod": "its images come from app-repo's pipeline, which needs GitLab (not installable offline)",

@@ -64,6 +64,8 @@ class PlatformApp:
     version: str = ""
     server_side: bool = False
     privileged_namespace: bool = False
+    # (setting, value): an option's app, rendered only when the setting has that value
+    only_with: tuple[str, str] | tuple[()] = ()
 
 
 # Pinned charts, in sync-wave order. Versions are bumped deliberately (README: "Bumping a chart").
@@ -89,8 +91,24 @@ PLATFORM_APPS = [
         "metrics-server",
         "3.13.1",
     ),
+    # The ingress controller, one of ingress_controller's options (Traefik 3.7.11 in chart 41.3.0).
     PlatformApp(
-        "ingress-nginx", "ingress-nginx", -3, "https://kubernetes.github.io/ingress-nginx", "ingress-nginx", "4.15.1"
+        "traefik",
+        "traefik",
+        -3,
+        "https://traefik.github.io/charts",
+        "traefik",
+        "41.3.0",
+        only_with=("ingress_controller", "traefik"),
+    ),
+    PlatformApp(
+        "ingress-nginx",
+        "ingress-nginx",
+        -3,
+        "https://kubernetes.github.io/ingress-nginx",
+        "ingress-nginx",
+        "4.15.1",
+        only_with=("ingress_controller", "ingress-nginx"),
     ),
     PlatformApp("argocd-ingress", "argocd", -2),
     PlatformApp(
@@ -128,9 +146,25 @@ PLATFORM_APPS = [
 BOUTIQUE_ENVS = ("dev", "prod")
 
 
-def application_names() -> list[str]:
-    """Every Application the root app manages (argocd/apps): the platform's, then Online Boutique's."""
-    return [app.name for app in PLATFORM_APPS] + [f"boutique-{env}" for env in BOUTIQUE_ENVS]
+def platform_apps(settings: Settings) -> list[PlatformApp]:
+    """The platform apps the settings choose (e.g. the ingress controller's), gitops_apps_left_out aside."""
+    return [
+        app for app in PLATFORM_APPS if not app.only_with or getattr(settings, app.only_with[0]) == app.only_with[1]
+    ]
+
+
+def ingress_namespace(settings: Settings) -> str:
+    """Where the chosen ingress controller runs: the namespace the storefront accepts traffic from."""
+    return next(
+        app.namespace for app in PLATFORM_APPS if app.only_with == ("ingress_controller", settings.ingress_controller)
+    )
+
+
+def application_names(settings: Settings | None = None) -> list[str]:
+    """Every Application the root app can manage (argocd/apps), the platform's then Online Boutique's: with
+    `settings`, those its options choose."""
+    apps = PLATFORM_APPS if settings is None else platform_apps(settings)
+    return [app.name for app in apps] + [f"boutique-{env}" for env in BOUTIQUE_ENVS]
 
 
 def gitops_repo_url(settings: Settings) -> str:
@@ -162,9 +196,9 @@ def chart_images(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 def render_context(settings: Settings, image_tag: str) -> dict[str, Any]:
-    platform_apps = [
+    apps = [
         asdict(app) | ({"repo": chart_repository(settings, app)} if app.chart else {})
-        for app in PLATFORM_APPS
+        for app in platform_apps(settings)
         if app.name not in settings.gitops_apps_left_out
     ]
     return {
@@ -176,6 +210,8 @@ def render_context(settings: Settings, image_tag: str) -> dict[str, Any]:
         "gitops_repo_url": gitops_repo_url(settings),
         "gitops_branch": "main",
         "ingress_class": settings.ingress_class,
+        "ingress_controller": settings.ingress_controller,
+        "ingress_namespace": ingress_namespace(settings),
         "ingress_vip": str(settings.metallb_pool[0]),
         "metallb_pool_range": settings.metallb_pool_range,
         "storefront_host_dev": settings.storefront_host_dev,
@@ -186,11 +222,11 @@ def render_context(settings: Settings, image_tag: str) -> dict[str, Any]:
         "hpa": PROD_HPA,
         "prod_replicas": PROD_REPLICAS,
         "pdb_services": sorted([s for s, n in PROD_REPLICAS.items() if n > 1] + list(PROD_HPA)),
-        "platform_apps": platform_apps,
-        "chart_repositories": sorted({app["repo"] for app in platform_apps if app["chart"]}),
+        "platform_apps": apps,
+        "chart_repositories": sorted({app["repo"] for app in apps if app["chart"]}),
         "chart_images": chart_images(settings),
         "boutique_envs": [env for env in BOUTIQUE_ENVS if f"boutique-{env}" not in settings.gitops_apps_left_out],
-        "platform_namespaces": sorted({app.namespace for app in PLATFORM_APPS}),
+        "platform_namespaces": sorted({app.namespace for app in platform_apps(settings)}),
     }
 
 

@@ -34,6 +34,14 @@ GROUP_DATA_DIR = REPO / "group_data"
 ROLES = ("platform", "control_plane", "worker")
 CNIS = ("calico", "cilium")
 STORAGE_CLASSES = ("local-path", "nfs")
+INGRESS_CONTROLLERS = ("traefik", "ingress-nginx")
+# Components still offered because a site may run them, retired upstream: printed whenever a deploy uses one.
+RETIRED = {
+    ("ingress_controller", "ingress-nginx"): (
+        "ingress-nginx was retired upstream in March 2026 (final chart 4.15.1, controller 1.15.1): it gets no "
+        'security fixes. ingress_controller = "traefik" is the maintained choice (docs/gitops-repo.md)'
+    ),
+}
 KUBE_PROXY_MODES = ("iptables", "ipvs", "nftables")
 KUBEADM_POD_SUBNET_PER_NODE = 24  # kube-controller-manager's default --node-cidr-mask-size for IPv4
 
@@ -752,7 +760,10 @@ class Settings:
     storefront_host_prod: str = setting(str, _domain, "host name of the prod storefront Ingress")
     argocd_host: str = setting(str, _domain, "host name of the Argo CD UI Ingress")
     grafana_host: str = setting(str, _domain, "host name of the Grafana Ingress")
-    ingress_class: str = setting(str, _label, "IngressClass of the ingress controller, used by every Ingress")
+    ingress_controller: str = setting(
+        str, _choice(INGRESS_CONTROLLERS), "ingress controller: traefik, or ingress-nginx (retired upstream)"
+    )
+    ingress_class: str = setting(str, _label, "IngressClass the ingress controller registers, used by every Ingress")
     # ---- the hosts' network and time
     node_network: ipaddress.IPv4Network = setting(str, _network, "the subnet all host addresses live in (CIDR)")
     ntp_upstream_servers: tuple[str, ...] = setting(
@@ -909,6 +920,10 @@ class Settings:
             for name in names
         ]
         return [*KUBEADM_IMAGES, *chosen, *argocd, *charts]
+
+    def retired_choices(self) -> list[str]:
+        """What the deploy prints about the chosen components that upstream has retired."""
+        return [message for (key, value), message in RETIRED.items() if getattr(self, key) == value]
 
     def mirrored_registries(self) -> list[str]:
         """Upstream registries the nodes pull through the private registry (none without image_mirror_project)."""

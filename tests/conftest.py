@@ -154,8 +154,6 @@ def served_mirror(artifact_mirror):
 def kube_api(tmp_path_factory):
     """A real control plane on loopback (etcd, kube-apiserver, kube-controller-manager at the cluster's
     release, built from source and cached): yields it; `.kubeconfig` is its admin kubeconfig."""
-    import time
-
     from tests.kube.control_plane import ControlPlane
     from tools.gobuild import ToolUnavailable
 

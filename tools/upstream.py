@@ -192,6 +192,7 @@ def chart(name: str, version: str) -> bytes:
         archive = chart_archive(*MODULE_CHARTS[name])
     else:
         raise ChartUnavailable(f"no source here for chart {name} {version}: add it to tools/upstream.py")
+    archive = helm_packaged(archive)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         member = tar.extractfile(f"{name}/Chart.yaml")
         assert member is not None, f"chart {name}: no Chart.yaml"
@@ -202,3 +203,60 @@ def chart(name: str, version: str) -> bytes:
             "or move the source (tools/upstream.py) to a tree or archive holding it"
         )
     return archive
+
+
+def _ignored(path: str, is_dir: bool, rules: list[str]) -> bool:
+    """Whether `path` (relative to its chart) matches the chart's .helmignore rules, as Helm reads them: a
+    rule with a slash matches the whole path (a leading slash anchors it), one without matches the name; a
+    trailing slash matches folders only; `!` re-includes; the last matching rule wins."""
+    import fnmatch
+
+    ignored = False
+    for raw in rules:
+        rule = raw.strip()
+        if not rule or rule.startswith("#"):
+            continue
+        negate = rule.startswith("!")
+        rule = rule[1:] if negate else rule
+        if rule.endswith("/"):
+            if not is_dir:
+                continue
+            rule = rule.rstrip("/")
+        target = path if "/" in rule else path.rsplit("/", 1)[-1]
+        if fnmatch.fnmatchcase(target, rule.lstrip("/")):
+            ignored = not negate
+    return ignored
+
+
+def helm_packaged(archive: bytes) -> bytes:
+    """The chart as `helm package` publishes it: what each chart's (and vendored subchart's) .helmignore
+    names is left out, e.g. Traefik's crds/kustomization.yaml, which is no CRD. The shared sources hold
+    charts as their repositories have them, before packaging; Argo CD gets packaged ones."""
+    import gzip
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    roots = sorted((name[: -len("Chart.yaml")] for name in files if name.endswith("/Chart.yaml")), key=len)
+    rules = {root: files.get(root + ".helmignore", b"").decode().splitlines() for root in roots}
+    kept = {}
+    for name, data in sorted(files.items()):
+        chart_roots = [root for root in roots if name.startswith(root)]
+        if any(_path_ignored(name[len(root) :], rules[root]) for root in chart_roots):
+            continue
+        kept[name] = data
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in kept.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(buffer.getvalue(), mtime=0)
+
+
+def _path_ignored(relative: str, rules: list[str]) -> bool:
+    """A file is left out when it, or one of the folders it is in, is ignored."""
+    parts = relative.split("/")
+    folders = ["/".join(parts[: i + 1]) for i in range(len(parts) - 1)]
+    return any(_ignored(folder, True, rules) for folder in folders) or _ignored(relative, False, rules)

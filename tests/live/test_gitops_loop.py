@@ -145,7 +145,7 @@ def test_the_root_app_syncs_the_seeded_commit_over_ssh(cluster, repo_url, checko
 
 def test_the_lab_s_app_set_is_the_sandbox_s(cluster, lab_settings):
     apps = sorted(a["metadata"]["name"] for a in cluster.list_objects(ARGO, "Application", NAMESPACE))
-    expected = sorted({"root", *application_names()} - set(lab_settings.gitops_apps_left_out))
+    expected = sorted({"root", *application_names(lab_settings)} - set(lab_settings.gitops_apps_left_out))
     assert apps == expected
 
 
@@ -160,7 +160,7 @@ def app_states(cluster, names: list[str]) -> dict[str, tuple[str, str]]:
 def test_every_app_of_the_lab_s_set_is_synced_and_healthy(cluster, lab_settings):
     """The root app's health does not include its Applications' own: each is checked (charts pulled from
     the lab's Helm repository, images from its registry)."""
-    names = sorted(set(application_names()) - set(lab_settings.gitops_apps_left_out))
+    names = sorted(set(application_names(lab_settings)) - set(lab_settings.gitops_apps_left_out))
     assert "sealed-secrets" in names
     started = time.monotonic()
     last: dict = {}

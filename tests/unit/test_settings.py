@@ -232,3 +232,20 @@ def test_an_unpinned_image_is_reported_with_the_command_that_pins_what_the_inven
     assert err.value.key == "images.argocd-redis" and redis["ref"] in err.value.problem
     assert "`python3 tools/pin_artifacts.py --images --inventory inventories/sandbox.py`" in err.value.fix
     require_pinned_images(dataclasses.replace(sandbox_settings, images=pinned))  # all pinned: no error
+
+
+def test_a_retired_ingress_controller_is_announced_and_the_default_is_not(sandbox_settings):
+    from dataclasses import replace
+
+    assert sandbox_settings.ingress_controller == "traefik" and sandbox_settings.retired_choices() == []
+    notices = replace(sandbox_settings, ingress_controller="ingress-nginx").retired_choices()
+    assert len(notices) == 1 and "retired upstream" in notices[0] and 'ingress_controller = "traefik"' in notices[0]
+
+
+def test_an_unknown_ingress_controller_is_refused_with_a_valid_fix():
+    from tasks.settings import SettingsError, _choice, INGRESS_CONTROLLERS
+
+    with pytest.raises(SettingsError) as caught:
+        _choice(INGRESS_CONTROLLERS)({"ingress_controller": "nginx"}, "ingress_controller")
+    assert "use one of: traefik, ingress-nginx" in str(caught.value)
+    assert caught.value.example in INGRESS_CONTROLLERS

@@ -35,8 +35,10 @@ OVERLAYS = ("apps/online-boutique/overlays/dev", "apps/online-boutique/overlays/
 NO_PROBES = {"loadgenerator": "a load client that serves nothing"}
 # *_ADDR values that point at services deliberately not deployed, with the reason.
 UNDEPLOYED_ADDRESSES = {"SHOPPING_ASSISTANT_SERVICE_ADDR": "the optional AI assistant is not part of this platform"}
-# Traffic allowed beyond the calls the app's configuration implies: the Ingress controller to the storefront.
-EXTRA_INGRESS = {("frontend", "ingress-nginx")}
+# Traffic allowed beyond the calls the app's configuration implies: the ingress controller's namespace (the
+# chosen one's) to the storefront. Every controller's namespace is checked: the other one must be blocked.
+INGRESS_TO = "frontend"
+CONTROLLER_NAMESPACES = ("traefik", "ingress-nginx")
 # Which app provides which CRD group (its Application must sync in an earlier wave than users of the group).
 CRD_PROVIDERS = {"metallb.io": "metallb", "monitoring.coreos.com": "kube-prometheus-stack", "bitnami.com": "sealed-secrets"}
 
@@ -340,7 +342,7 @@ def traffic_allowed(policies: list[dict], src: tuple[str, dict], dst: tuple[str,
     return direction_allows(src, dst, "egress") and direction_allows(dst, src, "ingress")
 
 
-def network_policy_problems(objects: list[dict]) -> list[str]:
+def network_policy_problems(objects: list[dict], ingress_namespace: str) -> list[str]:
     implied, _ = calls(objects)
     policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
     deployments = {d["metadata"]["name"]: d for d in workloads(objects)}
@@ -361,9 +363,9 @@ def network_policy_problems(objects: list[dict]) -> list[str]:
                     problems.append(f"NetworkPolicies allow {src} -> {dst}:{port}, which no configuration calls")
     for dst, d in deployments.items():
         for port in [cp["containerPort"] for c in containers(d) for cp in c.get("ports", [])]:
-            for other_ns in ("ingress-nginx", "default", "monitoring"):
+            for other_ns in (*CONTROLLER_NAMESPACES, "default", "monitoring"):
                 allowed = traffic_allowed([p for p in policies], (other_ns, {}), (namespace, labels[dst]), port)
-                if allowed != ((dst, other_ns) in EXTRA_INGRESS):
+                if allowed != (dst == INGRESS_TO and other_ns == ingress_namespace):
                     verb = "allow" if allowed else "block"
                     problems.append(f"NetworkPolicies {verb} namespace {other_ns} -> {dst}:{port}")
     return problems
@@ -433,7 +435,7 @@ def application_problems(repo: Path, apps: list[dict], projects: dict[str, dict]
 # ----------------------------------------------------------------------------------------- the suite
 
 
-def validate_repo(repo: Path, registry: str, gitops_url: str) -> list[str]:
+def validate_repo(repo: Path, registry: str, gitops_url: str, ingress_namespace: str) -> list[str]:
     problems: list[str] = []
     rendered: dict[Path, list[dict]] = {}
     roots = kustomize_roots(repo)
@@ -456,7 +458,7 @@ def validate_repo(repo: Path, registry: str, gitops_url: str) -> list[str]:
         problems += calls(objects)[1]
         problems += service_problems(objects)
         problems += hpa_problems(objects)
-        problems += network_policy_problems(objects)
+        problems += network_policy_problems(objects, ingress_namespace)
         problems += namespace_problems(objects)
     apps = [o for o in every if o.get("kind") == "Application"]
     projects = {o["metadata"]["name"]: o for o in every if o.get("kind") == "AppProject"}

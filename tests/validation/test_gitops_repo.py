@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.gitops_repo import PLATFORM_APPS, SERVICES, gitops_repo_url, registry_path, render_gitops_repo
+from tasks.gitops_repo import (
+    PLATFORM_APPS,
+    SERVICES,
+    gitops_repo_url,
+    ingress_namespace,
+    platform_apps,
+    registry_path,
+    render_gitops_repo,
+)
 from tasks.settings import load_settings
 from tests.conftest import REPO, load_inventory, unavailable
 from tests.validation import gitops
@@ -41,7 +49,7 @@ def sandbox_repo(tmp_path_factory):
 
 
 def validate(settings, repo: Path) -> list[str]:
-    return gitops.validate_repo(repo, settings.registry_domain, gitops_repo_url(settings))
+    return gitops.validate_repo(repo, settings.registry_domain, gitops_repo_url(settings), ingress_namespace(settings))
 
 
 def test_rendered_repo_has_no_problems(rendered):
@@ -74,11 +82,55 @@ def test_settings_reach_the_repo(rendered):
     assert f"{registry_path(settings)}/frontend:{IMAGE_TAG}" in images
     pool = next(o for o in gitops.objects_of(repo, "platform/metallb-config") if o["kind"] == "IPAddressPool")
     assert pool["spec"]["addresses"] == [settings.metallb_pool_range]
-    values = yaml.safe_load((repo / "platform/ingress-nginx/values.yaml").read_text())
-    vip = values["controller"]["service"]["annotations"]["metallb.io/loadBalancerIPs"]
-    assert gitops.in_pool(vip, settings.metallb_pool_range)
+    assert gitops.in_pool(controller_vip(repo, settings.ingress_controller), settings.metallb_pool_range)
     root = yaml.safe_load((repo / "argocd/root.yaml").read_text())
     assert root["spec"]["source"]["repoURL"] == gitops_repo_url(settings)
+
+
+def controller_vip(repo: Path, controller: str) -> str:
+    values = yaml.safe_load((repo / f"platform/{controller}/values.yaml").read_text())
+    service = values["controller"]["service"] if controller == "ingress-nginx" else values["service"]
+    return service["annotations"]["metallb.io/loadBalancerIPs"]
+
+
+@pytest.mark.parametrize("controller", ["traefik", "ingress-nginx"])
+def test_either_ingress_controller_renders_a_valid_repo_with_the_same_ingresses(controller, tmp_path):
+    """ingress_controller picks the controller's Application; the Ingress objects, names, class and VIP stay
+    the same, the storefront accepts traffic from that controller's namespace only, and Argo CD's Ingress
+    reaches its HTTPS backend with either."""
+    settings = replace(settings_of("sandbox.py"), ingress_controller=controller)
+    repo = render_gitops_repo(settings, tmp_path / "repo", IMAGE_TAG)
+    assert validate(settings, repo) == []
+    apps = {o["metadata"]["name"] for o in yaml.safe_load_all((repo / "argocd/apps/platform.yaml").read_text()) if o}
+    other = {"traefik": "ingress-nginx", "ingress-nginx": "traefik"}[controller]
+    assert controller in apps and other not in apps
+    assert ingress_namespace(settings) == controller
+    assert gitops.in_pool(controller_vip(repo, controller), settings.metallb_pool_range)
+    hosts = {}
+    for overlay in ("dev", "prod"):
+        for ingress in (o for o in gitops.objects_of(repo, f"apps/online-boutique/overlays/{overlay}")
+                        if o["kind"] == "Ingress"):
+            hosts[ingress["spec"]["rules"][0]["host"]] = ingress["spec"]["ingressClassName"]
+    assert hosts == {settings.storefront_host_dev: settings.ingress_class,
+                     settings.storefront_host_prod: settings.ingress_class}
+    argocd = yaml.safe_load((repo / "platform/argocd-ingress/ingress.yaml").read_text())
+    annotations = argocd["metadata"].get("annotations") or {}
+    if controller == "ingress-nginx":
+        assert annotations == {"nginx.ingress.kubernetes.io/backend-protocol": "HTTPS"}
+    else:
+        assert annotations == {}
+        values = yaml.safe_load((repo / "platform/traefik/values.yaml").read_text())
+        assert "--serversTransport.insecureSkipVerify=true" in values["additionalArguments"]
+    assert argocd["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] == {"number": 443}
+
+
+def test_the_storefront_refuses_the_controller_that_is_not_chosen(tmp_path):
+    """Control case: the policy rendered for Traefik, validated as if Ingress-NGINX were chosen, fails."""
+    settings = replace(settings_of("sandbox.py"), ingress_controller="traefik")
+    repo = render_gitops_repo(settings, tmp_path / "repo", IMAGE_TAG)
+    problems = gitops.validate_repo(repo, settings.registry_domain, gitops_repo_url(settings), "ingress-nginx")
+    assert "NetworkPolicies allow namespace traefik -> frontend:8080" in problems
+    assert "NetworkPolicies block namespace ingress-nginx -> frontend:8080" in problems
 
 
 def test_overlays_differ_as_designed(rendered):
@@ -99,7 +151,7 @@ def test_overlays_differ_as_designed(rendered):
 
 def test_platform_apps_are_ordered_and_pinned():
     waves = {app.name: app.wave for app in PLATFORM_APPS}
-    assert waves["metallb"] < waves["metallb-config"] < waves["ingress-nginx"]
+    assert waves["metallb"] < waves["metallb-config"] < waves["ingress-nginx"] == waves["traefik"]
     assert waves["kube-prometheus-stack"] < waves["promtail"]
     assert all(re.match(r"^\d+\.\d+\.\d+$", app.version) for app in PLATFORM_APPS if app.chart)
     assert next(a for a in PLATFORM_APPS if a.name == "ingress-nginx").version == "4.15.1"
@@ -133,8 +185,8 @@ MUTATIONS = {
                    "uses the tag latest"),
     "typo in syncPolicy": ("argocd/apps/online-boutique.yaml", "automated:", "automatd:",
                            "Additional properties are not allowed ('automatd' was unexpected)"),
-    "unpinned chart": ("argocd/apps/platform.yaml", "targetRevision: 4.15.1", "targetRevision: 4.x",
-                       "chart ingress-nginx is not pinned to an exact version"),
+    "unpinned chart": ("argocd/apps/platform.yaml", "targetRevision: 41.3.0", "targetRevision: 41.x",
+                       "chart traefik is not pinned to an exact version"),
     "public image": ("apps/online-boutique/overlays/prod/kustomization.yaml", "newName: registry.local/",
                      "newName: docker.io/", "is not from the private registry registry.local"),
     "missing limits": ("apps/online-boutique/base/frontend.yaml", "limits:", "limitz:", "no cpu in resources.limits"),
@@ -223,13 +275,13 @@ def test_the_sandbox_s_app_set_leaves_out_exactly_what_it_lists_and_still_valida
     repo = render_gitops_repo(settings, tmp_path / "repo", IMAGE_TAG)
     built = gitops.kustomize(repo / "argocd" / "apps")
     apps = sorted(o["metadata"]["name"] for o in built if o["kind"] == "Application")
-    assert apps == sorted(set(application_names()) - set(left_out))
+    assert apps == sorted(set(application_names(settings)) - set(left_out))
     assert sorted(o["metadata"]["name"] for o in built if o["kind"] == "AppProject") == ["boutique", "platform"]
     assert validate(settings, repo) == []
     # and with nothing left out, every Application is there
     everything = render_gitops_repo(replace(settings, gitops_apps_left_out={}), tmp_path / "all", IMAGE_TAG)
     built = gitops.kustomize(everything / "argocd" / "apps")
-    assert sorted(o["metadata"]["name"] for o in built if o["kind"] == "Application") == sorted(application_names())
+    assert sorted(o["metadata"]["name"] for o in built if o["kind"] == "Application") == sorted(application_names(settings))
 
 
 def test_charts_come_from_the_site_s_chart_mirror_when_it_has_one(tmp_path):
@@ -237,7 +289,7 @@ def test_charts_come_from_the_site_s_chart_mirror_when_it_has_one(tmp_path):
     from tools.lab.constants import CHART_MIRROR_URL
 
     for inventory, expected in (("sandbox.py", {CHART_MIRROR_URL}),
-                                ("lab.py", {app.repo for app in PLATFORM_APPS if app.chart})):
+                                ("lab.py", {app.repo for app in platform_apps(settings_of("lab.py")) if app.chart})):
         settings = settings_of(inventory)
         repo = render_gitops_repo(settings, tmp_path / inventory, IMAGE_TAG)
         apps = list(yaml.safe_load_all((repo / "argocd/apps/platform.yaml").read_text()))
