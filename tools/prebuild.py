@@ -20,6 +20,10 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+# The images step loads the sandbox inventory through pyinfra's CLI package, which patches the standard
+# library for gevent on import: import it before anything imports ssl, as the pyinfra command does.
+import pyinfra_cli  # noqa: F401
+
 # Debian releases the tests boot lab hosts on: the lab's default and the one tests/releases checks.
 RELEASES = ("trixie", "bookworm")
 
