@@ -91,11 +91,22 @@ PLATFORM_APPS = [
         "metrics-server",
         "3.13.1",
     ),
-    # The ingress controller, one of ingress_controller's options (Traefik 3.7.11 in chart 41.3.0).
+    PlatformApp(
+        "kube-prometheus-stack",
+        "monitoring",
+        -3,
+        "https://prometheus-community.github.io/helm-charts",
+        "kube-prometheus-stack",
+        "88.5.0",
+        server_side=True,
+        privileged_namespace=True,
+    ),
+    # The ingress controller, one of ingress_controller's options (Traefik 3.7.11 in chart 41.3.0). After
+    # kube-prometheus-stack: its chart renders a ServiceMonitor, whose CRD that app installs.
     PlatformApp(
         "traefik",
         "traefik",
-        -3,
+        -2,
         "https://traefik.github.io/charts",
         "traefik",
         "41.3.0",
@@ -104,23 +115,13 @@ PLATFORM_APPS = [
     PlatformApp(
         "ingress-nginx",
         "ingress-nginx",
-        -3,
+        -2,
         "https://kubernetes.github.io/ingress-nginx",
         "ingress-nginx",
         "4.15.1",
         only_with=("ingress_controller", "ingress-nginx"),
     ),
     PlatformApp("argocd-ingress", "argocd", -2),
-    PlatformApp(
-        "kube-prometheus-stack",
-        "monitoring",
-        -2,
-        "https://prometheus-community.github.io/helm-charts",
-        "kube-prometheus-stack",
-        "88.5.0",
-        server_side=True,
-        privileged_namespace=True,
-    ),
     PlatformApp("boutique-monitoring", "monitoring", -1),
     PlatformApp(
         "loki",

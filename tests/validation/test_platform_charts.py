@@ -90,3 +90,17 @@ def test_every_chart_renders_with_the_project_s_values(repo, app):
     kinds = [obj["kind"] for obj in objects]
     assert {"Deployment", "DaemonSet", "StatefulSet"} & set(kinds), f"{app.name} rendered no workload: {kinds}"
     assert all(obj.get("apiVersion") and obj.get("metadata", {}).get("name") for obj in objects)
+
+
+def test_every_app_syncs_after_the_apps_whose_custom_resources_its_chart_uses(repo):
+    """Argo CD applies a wave only after the waves before it: a chart that renders a custom resource (a
+    ServiceMonitor, say) must sync after the app that installs that kind's CRD, or its first sync fails."""
+    rendered = {app.name: rendered_objects(app, values_of(repo, app)) for app in CHARTED_APPS}
+    provider = {(crd["spec"]["group"], crd["spec"]["names"]["kind"]): name
+                for name, objects in rendered.items() for crd in objects if crd["kind"] == "CustomResourceDefinition"}
+    waves = {app.name: app.wave for app in CHARTED_APPS}
+    too_early = sorted({f"{name} (wave {waves[name]}) renders {kind} before {owner} (wave {waves[owner]}) installs it"
+                        for name, objects in rendered.items() for obj in objects
+                        for owner in [provider.get((obj["apiVersion"].split("/")[0], obj["kind"]))]
+                        for kind in [obj["kind"]] if owner and owner != name and waves[owner] >= waves[name]})
+    assert too_early == []
