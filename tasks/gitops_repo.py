@@ -156,9 +156,7 @@ def platform_apps(settings: Settings) -> list[PlatformApp]:
 
 def ingress_namespace(settings: Settings) -> str:
     """Where the chosen ingress controller runs: the namespace the storefront accepts traffic from."""
-    return next(
-        app.namespace for app in PLATFORM_APPS if app.only_with == ("ingress_controller", settings.ingress_controller)
-    )
+    return next(app.namespace for app in platform_apps(settings) if app.only_with[:1] == ("ingress_controller",))
 
 
 def application_names(settings: Settings | None = None) -> list[str]:

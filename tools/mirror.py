@@ -34,7 +34,7 @@ from tasks.settings import lock_entry
 from tools.buildlock import build_lock, write_atomically
 from tools.gobuild import SOURCE_BUILDS, _go, _run, go_env, go_tool, kube_build, kube_version
 from tools.lab.constants import CACHE, CHARTS_FOLDER, MIRROR_DIR
-from tools.upstream import SOURCES, ChartUnavailable, chart, chart_archive, read_file
+from tools.upstream import SOURCES, ChartUnavailable, chart, chart_archive, chart_files, read_file
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK_FILE = "artifacts.json"
@@ -181,10 +181,7 @@ def build_chart_repository(mirror: Path) -> Path:
             archive = chart(app.chart, app.version)
         except ChartUnavailable as exc:
             raise SystemExit(str(exc)) from None
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            member = tar.extractfile(f"{app.chart}/Chart.yaml")
-            assert member is not None, f"chart {app.chart}: no Chart.yaml"
-            metadata = yaml.safe_load(member.read())
+        metadata = yaml.safe_load(chart_files(archive)[f"{app.chart}/Chart.yaml"])
         file_name = f"{app.chart}-{app.version}.tgz"
         (folder / file_name).write_bytes(archive)
         digest = hashlib.sha256(archive).hexdigest()

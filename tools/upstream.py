@@ -124,21 +124,39 @@ def read_files(name: str) -> dict[str, str]:
 
 def chart_archive(name: str, chart_dir: str) -> bytes:
     """A Helm chart archive (tar.gz, `<chart>/...`) packed from a chart folder of a pinned module's tree."""
+    source = SOURCES[name]
+    prefix = f"{source.module}@{source.version}/{chart_dir.rstrip('/')}/"
+    chart = Path(chart_dir).name
+    with zipfile.ZipFile(module_zip(source)) as archive:
+        files = {
+            f"{chart}/{member[len(prefix) :]}": archive.read(member)
+            for member in archive.namelist()
+            if member.startswith(prefix) and not member.endswith("/")
+        }
+    return pack_chart(files)
+
+
+def chart_files(archive: bytes) -> dict[str, bytes]:
+    """Every file of a chart archive (tar.gz) by its path, e.g. `traefik/Chart.yaml`."""
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+def pack_chart(files: dict[str, bytes]) -> bytes:
+    """A chart archive of `files` (path -> content), reproducible: sorted, fixed mode and times."""
     import gzip
     import io
     import tarfile
 
-    source = SOURCES[name]
-    prefix = f"{source.module}@{source.version}/{chart_dir.rstrip('/')}/"
-    chart = Path(chart_dir).name
     buffer = io.BytesIO()
-    with zipfile.ZipFile(module_zip(source)) as archive, tarfile.open(fileobj=buffer, mode="w") as tar:
-        for member in sorted(archive.namelist()):
-            if member.startswith(prefix) and not member.endswith("/"):
-                data = archive.read(member)
-                info = tarfile.TarInfo(f"{chart}/{member[len(prefix) :]}")
-                info.size, info.mode, info.mtime = len(data), 0o644, 0
-                tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
     return gzip.compress(buffer.getvalue(), mtime=0)
 
 
@@ -173,9 +191,6 @@ class ChartUnavailable(LookupError):
 def chart(name: str, version: str) -> bytes:
     """The archive of chart `name` at `version`, from a pinned module's tree or the shared sources, checked to
     be that version (its Chart.yaml) before anyone renders or serves it."""
-    import io
-    import tarfile
-
     import yaml
 
     shared = f"{name}-{version}.tgz"
@@ -193,10 +208,7 @@ def chart(name: str, version: str) -> bytes:
     else:
         raise ChartUnavailable(f"no source here for chart {name} {version}: add it to tools/upstream.py")
     archive = helm_packaged(archive)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        member = tar.extractfile(f"{name}/Chart.yaml")
-        assert member is not None, f"chart {name}: no Chart.yaml"
-        found = yaml.safe_load(member.read())["version"]
+    found = yaml.safe_load(chart_files(archive)[f"{name}/Chart.yaml"])["version"]
     if found != version:
         raise ChartUnavailable(
             f"chart {name}: the pinned source holds {found}, not {version}: pin {found} (tasks/gitops_repo.py) "
@@ -232,27 +244,16 @@ def helm_packaged(archive: bytes) -> bytes:
     """The chart as `helm package` publishes it: what each chart's (and vendored subchart's) .helmignore
     names is left out, e.g. Traefik's crds/kustomization.yaml, which is no CRD. The shared sources hold
     charts as their repositories have them, before packaging; Argo CD gets packaged ones."""
-    import gzip
-    import io
-    import tarfile
-
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    files = chart_files(archive)
     roots = sorted((name[: -len("Chart.yaml")] for name in files if name.endswith("/Chart.yaml")), key=len)
     rules = {root: files.get(root + ".helmignore", b"").decode().splitlines() for root in roots}
-    kept = {}
-    for name, data in sorted(files.items()):
-        chart_roots = [root for root in roots if name.startswith(root)]
-        if any(_path_ignored(name[len(root) :], rules[root]) for root in chart_roots):
-            continue
-        kept[name] = data
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in kept.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(buffer.getvalue(), mtime=0)
+    return pack_chart(
+        {
+            name: data
+            for name, data in files.items()
+            if not any(_path_ignored(name[len(root) :], rules[root]) for root in roots if name.startswith(root))
+        }
+    )
 
 
 def _path_ignored(relative: str, rules: list[str]) -> bool:

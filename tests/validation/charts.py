@@ -4,10 +4,7 @@ step uses); and the check that every values key is one the chart knows."""
 
 from __future__ import annotations
 
-import gzip
-import io
 import re
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,7 @@ import yaml
 
 from tasks.gitops_repo import PLATFORM_APPS, PlatformApp
 from tasks.helm_charts import render_chart
-from tools.upstream import chart
+from tools.upstream import chart, chart_files, pack_chart
 
 CHARTED_APPS = [app for app in PLATFORM_APPS if app.chart]
 
@@ -30,15 +27,10 @@ def rendered_objects(app: PlatformApp, values: dict[str, Any]) -> list[dict]:
     return render_chart(chart(app.chart, app.version), values, app.name, app.namespace)
 
 
-def _chart_files(archive: bytes) -> dict[str, bytes]:
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
-
-
 def chart_templates(archive: bytes, scope: str = "") -> dict[str, str]:
     """{values scope: the text of all its templates}: "" for the chart, "grafana" for its subchart under the
     values key `grafana` (a dependency's alias where it has one), "a.b" deeper; vendored archives included."""
-    files = _chart_files(archive)
+    files = chart_files(archive)
     root = next(name.split("/", 1)[0] for name in files)
     metadata = yaml.safe_load(files[f"{root}/Chart.yaml"])
     aliases = {dep["name"]: dep.get("alias") or dep["name"] for dep in metadata.get("dependencies") or []}
@@ -54,23 +46,14 @@ def chart_templates(archive: bytes, scope: str = "") -> dict[str, str]:
             subcharts.setdefault(sub, b"")
     for sub, data in subcharts.items():
         if not data:  # a folder: packed again, so one code path reads both forms
-            data = _pack({n.split("/", 2)[2]: d for n, d in files.items() if n.startswith(f"{root}/charts/{sub}/")})
-        sub_files = _chart_files(data)
+            folder = f"{root}/charts/{sub}/"
+            data = pack_chart({n.split("/", 2)[2]: d for n, d in files.items() if n.startswith(folder)})
+        sub_files = chart_files(data)
         sub_meta = yaml.safe_load(next(d for n, d in sub_files.items()
                                        if n.count("/") == 1 and n.endswith("/Chart.yaml")))
         key = aliases.get(sub_meta["name"], sub_meta["name"])
         out.update(chart_templates(data, f"{scope}.{key}" if scope else key))
     return out
-
-
-def _pack(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(buffer.getvalue())
 
 
 def unknown_keys(values: dict, defaults: Any, templates: dict[str, str], path: tuple[str, ...] = ()) -> list[str]:
