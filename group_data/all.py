@@ -140,6 +140,8 @@ images = {
     # gitops-repo's platform charts (their values name these): the sealed-secrets chart 2.19.3 (appVersion
     # 0.39.1) runs the controller of kubeseal's release, as it ships in that release's tree
     "sealed-secrets-controller": "docker.io/bitnami/sealed-secrets-controller:0.40.0",
+    # the metrics-server chart 3.13.1 (appVersion 0.8.1) runs the release of the tree it ships in
+    "metrics-server": "registry.k8s.io/metrics-server/metrics-server:v0.9.0",
 }
 # Catalog entries replaced by another build, by name: name -> registry/path:tag. The pod specs of the pinned
 # manifests that name the original image are rewritten to it (e.g. a Redis your registry already holds).

@@ -1510,7 +1510,7 @@ CHOSEN_IMAGES = {
 ARGOCD_IMAGES = ("argocd", "argocd-redis")
 # The platform charts' images in the catalog, by gitops app (gitops-repo pins each by digest in its values);
 # the other charts' images are not in the catalog yet (docs/artifacts.md).
-CHART_IMAGES = {"sealed-secrets": ("sealed-secrets-controller",)}
+CHART_IMAGES = {"sealed-secrets": ("sealed-secrets-controller",), "metrics-server": ("metrics-server",)}
 # With image_mirror_project, the registries whose pulls go to the private registry: the catalog's, and the
 # public registries most charts and manifests name.
 MIRRORED_REGISTRIES = ("registry.k8s.io", "quay.io", "docker.io", "ghcr.io")

@@ -107,6 +107,15 @@ SOURCE_BUILDS = {
         placeholder="ui/dist/app/index.html",
         replaces=("github.com/argoproj/argo-cd/gitops-engine/v3=github.com/argoproj/argo-cd/gitops-engine/v3@v3.6.1",),
     ),
+    # metrics-server of the tree that holds the pinned chart (3.13.1, whose appVersion says 0.8.1): the
+    # release the chart was cut with, as the sealed-secrets chart runs its tree's controller.
+    "metrics-server": SourceBuild(
+        "sigs.k8s.io/metrics-server",
+        "v0.9.0",
+        {"metrics-server": "./cmd/metrics-server"},
+        ldflags="-s -w -X k8s.io/client-go/pkg/version.gitVersion=v0.9.0",
+        pinned_zip="metrics-server",
+    ),
     "local-path-provisioner": SourceBuild(
         "github.com/rancher/local-path-provisioner",
         "v0.0.37",

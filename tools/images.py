@@ -240,6 +240,13 @@ RECIPES: dict[str, Recipe] = {
         user="1001",
         env=PATH,
     ),
+    # Its Dockerfile: the static binary alone on distroless/static, as nobody.
+    "metrics-server": Recipe(
+        lambda: {"metrics-server": source_build("metrics-server")["metrics-server"]},
+        entrypoint=("/metrics-server",),
+        user="65534",
+        env=PATH,
+    ),
     # install.yaml passes redis-server's arguments only (`--save "" --appendonly no --requirepass ...`).
     "argocd-redis": Recipe(lambda: {}, rootfs="redis", entrypoint=("/usr/bin/redis-server",), user="999", env=PATH),
 }

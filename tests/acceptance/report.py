@@ -5,7 +5,8 @@ plots of replicas, CPU and latency percentiles over time, written to reports/<na
     .venv/bin/python tests/acceptance/report.py RESULTS.json reports/acceptance
 
 RESULTS.json (written by tests/acceptance while it runs, or by the CI sample):
-    {"title": str, "source": str, "checks": [{"name", "passed", "seconds", "detail"}],
+    {"title": str, "source": str, "workload": str (the plots' subject; the storefront by default),
+     "checks": [{"name", "passed", "seconds", "detail"}],
      "samples": [{"t": seconds, "replicas": int|null, "cpu_percent": float|null,
                   "p50_ms": float|null, "p95_ms": float|null, "p99_ms": float|null}],
      "bottleneck": {"service", "cpu_saturation", "p50_ms", "p95_ms", "p99_ms"} | null}
@@ -73,9 +74,10 @@ def _plot(samples: list[dict], keys: list[str], ylabel: str, title: str, out: Pa
 def write_report(results: dict, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = results.get("samples", [])
+    workload = results.get("workload", "storefront (frontend)")
     plots = [
-        ("replicas.png", ["replicas"], "replicas", "storefront (frontend) replicas"),
-        ("cpu.png", ["cpu_percent"], "% of request", "frontend CPU, as the HPA sees it"),
+        ("replicas.png", ["replicas"], "replicas", f"{workload} replicas"),
+        ("cpu.png", ["cpu_percent"], "% of request", f"{workload} CPU, as the HPA sees it"),
         ("latency.png", ["p50_ms", "p95_ms", "p99_ms"], "ms", "storefront latency percentiles"),
     ]
     lines = [f"# {results.get('title', 'Verification report')}", "", f"Source: {results.get('source', 'n/a')}", ""]
