@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gevent.lock import Semaphore  # type: ignore[import-untyped]  # pyinfra plans hosts in gevent greenlets
 from pyinfra.api import FactBase, QuoteString, StringCommand
 from pyinfra.context import ContextObject, ctx_host
 
@@ -92,14 +93,19 @@ def snapshot(fact: type[FactBase], target: Any = None, **kwargs: Any) -> Any:
     own code asks (pyinfra reads a fact anew on every call: right inside operations, which run after earlier
     changes, but a repeated remote command at planning time, where nothing has changed yet).
 
-    Kept on the host object, which lives for one run."""
+    Kept on the host object, which lives for one run. pyinfra plans every host at once (one greenlet each):
+    the first to ask reads the fact and the others wait for its answer, so a fact of the control plane that
+    every worker asks for is one remote command, not one SSH session per worker at the same moment (16
+    workers overran sshd's MaxSessions of 10 on the control plane's connection)."""
     # The host itself, not pyinfra's proxy (which stands for whichever host is current).
     if target is None:
         target = ctx_host.get()
     elif isinstance(target, ContextObject):
         target = target._get_module()
     cache: dict[tuple, Any] = target.__dict__.setdefault("_gitops_lab_fact_snapshots", {})
+    locks: dict[tuple, Semaphore] = target.__dict__.setdefault("_gitops_lab_fact_locks", {})
     key = (fact.__name__, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
-    if key not in cache:
-        cache[key] = target.get_fact(fact, **kwargs)
+    with locks.setdefault(key, Semaphore()):
+        if key not in cache:
+            cache[key] = target.get_fact(fact, **kwargs)
     return cache[key]
