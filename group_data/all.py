@@ -176,6 +176,10 @@ kubelet_eviction_hard = {
 }
 # kubeadm preflight checks to accept when they fail, by name (never "all"); give each a reason.
 kubeadm_ignore_preflight_errors: list[str] = []
+# kubeadm's own timeouts for init and join, in seconds, by name (controlPlaneComponentHealthCheck 240,
+# kubeletHealthCheck 240, kubernetesAPICall 60, etcdAPICall 120, tlsBootstrap 300, discovery 300). Raise
+# them on slow or busy hardware, where a control plane that is still starting fails `kubeadm init`.
+kubeadm_timeouts: dict[str, int] = {}
 # Extra Helm values for the CNI's chart, merged over the deploy's own (docs/phases.md).
 cni_values: dict = {}
 # False: post-bootstrap installs the CNI, the StorageClass and node labels, and leaves Argo CD to you.

@@ -81,6 +81,7 @@ def kubeadm_config(settings: Settings) -> str:
         eviction_hard=settings.kubelet_eviction_hard,
         kube_proxy_mode=settings.kube_proxy_mode,
         ignore_preflight_errors=settings.kubeadm_ignore_preflight_errors,
+        timeouts=settings.kubeadm_timeouts,
         image_repository=image_repository(settings.images["kube-apiserver"]["ref"]).rsplit("/", 1)[0],
         etcd_tag=Reference.parse(settings.images["etcd"]["ref"]).tag,
         coredns_tag=Reference.parse(settings.images["coredns"]["ref"]).tag,
@@ -96,6 +97,7 @@ def join_config(settings: Settings, node: Node, token: str, ca_cert_hash: str) -
         token=token,
         ca_cert_hash=ca_cert_hash,
         ignore_preflight_errors=settings.kubeadm_ignore_preflight_errors,
+        timeouts=settings.kubeadm_timeouts,
     )
 
 

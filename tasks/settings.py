@@ -531,7 +531,39 @@ KUBELET_EVICTION_DEFAULTS = {
     "imagefs.available": "15%",
     "imagefs.inodesFree": "5%",
 }
+# kubeadm's timeouts (v1beta4 `timeouts`, shared by init and join) and its defaults, in seconds.
+KUBEADM_TIMEOUT_DEFAULTS = {
+    "controlPlaneComponentHealthCheck": 240,
+    "kubeletHealthCheck": 240,
+    "kubernetesAPICall": 60,
+    "etcdAPICall": 120,
+    "tlsBootstrap": 300,
+    "discovery": 300,
+}
 _EVICTION_VALUE = re.compile(r"(\d+(\.\d+)?%|\d+(Ki|Mi|Gi|Ti|k|M|G|T)?)")
+
+
+def _kubeadm_timeouts(values: dict[str, Any], key: str) -> dict[str, int]:
+    timeouts = _required(values, key)
+    if not isinstance(timeouts, dict):
+        raise SettingsError(
+            key, "must be a mapping of kubeadm timeout to seconds", "write one entry per timeout to change", example={}
+        )
+    for name, seconds in timeouts.items():
+        if name not in KUBEADM_TIMEOUT_DEFAULTS:
+            raise SettingsError(
+                f"{key}.{name}",
+                f"{name!r} is not one of kubeadm's timeouts",
+                f"use one of {', '.join(KUBEADM_TIMEOUT_DEFAULTS)}",
+            )
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or not 10 <= seconds <= 3600:
+            raise SettingsError(
+                f"{key}.{name}",
+                f"{seconds!r} is not a number of seconds from 10 to 3600",
+                "write whole seconds",
+                example=KUBEADM_TIMEOUT_DEFAULTS[name],
+            )
+    return dict(timeouts)
 
 
 def _eviction_hard(values: dict[str, Any], key: str) -> dict[str, str]:
@@ -834,6 +866,9 @@ class Settings:
     )
     kubeadm_ignore_preflight_errors: tuple[str, ...] = setting(
         list, _preflight_errors, "kubeadm preflight checks whose failure init and join accept (each with its reason)"
+    )
+    kubeadm_timeouts: dict[str, int] = setting(
+        dict, _kubeadm_timeouts, "kubeadm init's and join's timeouts in seconds, by name ({}: kubeadm's defaults)"
     )
     cni_values: dict = setting(dict, _as_is, "Helm values merged over the deploy's own for the CNI's chart")
     argocd_install: bool = setting(

@@ -12,6 +12,7 @@ from dataclasses import replace
 import pytest
 
 from tasks import containerd, kubeadm as kubeadm_tasks
+from tasks.settings import KUBEADM_TIMEOUT_DEFAULTS
 from tests.conftest import unavailable
 from tools.gobuild import ToolUnavailable, kube_build
 
@@ -31,13 +32,14 @@ def validate(kubeadm, tmp_path, text: str) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
-@pytest.mark.parametrize("variant", ["defaults", "ipvs-endpoint-sans", "cgroup-v1-allowed"])
+@pytest.mark.parametrize("variant", ["defaults", "ipvs-endpoint-sans", "cgroup-v1-allowed", "kubeadm-defaults"])
 def test_kubeadm_accepts_the_rendered_configuration(kubeadm, tmp_path, sandbox_settings, variant):
     settings = {
         "defaults": sandbox_settings,
         "ipvs-endpoint-sans": replace(sandbox_settings, kube_proxy_mode="ipvs", control_plane_endpoint="api.lab:6443",
                                       api_server_extra_sans=["10.0.0.5", "api.example.org"]),
         "cgroup-v1-allowed": replace(sandbox_settings, kubelet_fail_cgroup_v1=False, kube_proxy_mode="nftables"),
+        "kubeadm-defaults": replace(sandbox_settings, kubeadm_timeouts={}),
     }[variant]
     proc = validate(kubeadm, tmp_path, kubeadm_tasks.kubeadm_config(settings))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -78,3 +80,19 @@ def test_containerd_reads_the_rendered_config_as_written(artifact_mirror, tmp_pa
     assert runc["options"]["SystemdCgroup"] is True
     assert dumped["plugins"]["io.containerd.cri.v1.runtime"]["cni"]["bin_dirs"] == ["/opt/cni/bin"]
     assert dumped["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == sandbox_settings.images["pause"]["ref"]
+
+
+def test_kubeadm_reads_the_timeouts_the_setting_names(kubeadm, tmp_path, sandbox_settings):
+    """Every timeout the setting accepts is one kubeadm knows (a misspelt one would be refused, as above), in
+    init's and in join's configuration."""
+    every = {name: 90 for name in KUBEADM_TIMEOUT_DEFAULTS}
+    settings = replace(sandbox_settings, kubeadm_timeouts=every)
+    init = kubeadm_tasks.kubeadm_config(settings)
+    join = kubeadm_tasks.join_config(settings, settings.node("k8s-worker1"), "abcdef.0123456789abcdef",
+                                     "sha256:" + "0" * 64)
+    for text in (init, join):
+        assert "  kubernetesAPICall: 90s" in text
+        proc = validate(kubeadm, tmp_path, text)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = validate(kubeadm, tmp_path, init.replace("kubernetesAPICall:", "kubernetesApiCall:"))
+    assert proc.returncode != 0 and "kubernetesApiCall" in proc.stdout + proc.stderr
