@@ -543,19 +543,22 @@ KUBEADM_TIMEOUT_DEFAULTS = {
 _EVICTION_VALUE = re.compile(r"(\d+(\.\d+)?%|\d+(Ki|Mi|Gi|Ti|k|M|G|T)?)")
 
 
+def _keyed(values: dict[str, Any], key: str, names: Iterable[str], shape: str, name_is: str, example: Any) -> dict:
+    """A mapping whose keys must be among `names` (its values are each caller's to check)."""
+    mapping = _required(values, key)
+    if not isinstance(mapping, dict):
+        raise SettingsError(key, f"must be a mapping of {shape}", "write one entry per name", example=example)
+    for name in mapping:
+        if name not in names:
+            raise SettingsError(f"{key}.{name}", f"{name!r} is not {name_is}", f"use one of {', '.join(names)}")
+    return mapping
+
+
 def _kubeadm_timeouts(values: dict[str, Any], key: str) -> dict[str, int]:
-    timeouts = _required(values, key)
-    if not isinstance(timeouts, dict):
-        raise SettingsError(
-            key, "must be a mapping of kubeadm timeout to seconds", "write one entry per timeout to change", example={}
-        )
+    timeouts = _keyed(
+        values, key, KUBEADM_TIMEOUT_DEFAULTS, "kubeadm timeout to seconds", "one of kubeadm's timeouts", {}
+    )
     for name, seconds in timeouts.items():
-        if name not in KUBEADM_TIMEOUT_DEFAULTS:
-            raise SettingsError(
-                f"{key}.{name}",
-                f"{name!r} is not one of kubeadm's timeouts",
-                f"use one of {', '.join(KUBEADM_TIMEOUT_DEFAULTS)}",
-            )
         if isinstance(seconds, bool) or not isinstance(seconds, int) or not 10 <= seconds <= 3600:
             raise SettingsError(
                 f"{key}.{name}",
@@ -567,21 +570,15 @@ def _kubeadm_timeouts(values: dict[str, Any], key: str) -> dict[str, int]:
 
 
 def _eviction_hard(values: dict[str, Any], key: str) -> dict[str, str]:
-    thresholds = _required(values, key)
-    if not isinstance(thresholds, dict):
-        raise SettingsError(
-            key,
-            "must be a mapping of eviction signal to threshold",
-            "write one entry per signal",
-            example=KUBELET_EVICTION_DEFAULTS,
-        )
+    thresholds = _keyed(
+        values,
+        key,
+        EVICTION_SIGNALS,
+        "eviction signal to threshold",
+        "a kubelet eviction signal",
+        KUBELET_EVICTION_DEFAULTS,
+    )
     for signal, threshold in thresholds.items():
-        if signal not in EVICTION_SIGNALS:
-            raise SettingsError(
-                f"{key}.{signal}",
-                f"{signal!r} is not a kubelet eviction signal",
-                f"use one of {', '.join(EVICTION_SIGNALS)}",
-            )
         if not isinstance(threshold, str) or not _EVICTION_VALUE.fullmatch(threshold):
             raise SettingsError(
                 f"{key}.{signal}",
