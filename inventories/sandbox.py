@@ -48,9 +48,9 @@ sandbox = (
         # its SystemVerification check for the same reason, and only for it.
         "kubelet_fail_cgroup_v1": False,
         "kubeadm_ignore_preflight_errors": ["SystemVerification"],
-        # kubeadm init's control plane starts on the CPUs the other hosts are busy installing on: at 16 workers
-        # the API server took longer than kubeadm's 1-minute API call timeout (bootstrapping the admin user;
-        # with these it still did: docs/troubleshooting.md).
+        # kubeadm init's control plane starts on the CPUs the other hosts are busy installing on: more room
+        # than kubeadm's defaults (4 min for the components, 1 min per API call). Not what stopped the
+        # 16-worker lab: that was this machine's inotify limit (docs/troubleshooting.md).
         "kubeadm_timeouts": {"controlPlaneComponentHealthCheck": 600, "kubernetesAPICall": 300},
         # Every node pulls Cilium's agent (with its compiler) and compiles its datapath on the same 2 CPUs:
         # the default 600 s holds for two workers; more take longer (the benchmark's 8 and 16).

@@ -15,6 +15,7 @@ import json
 import time
 
 import pytest
+from kubernetes.utils.quantity import parse_quantity
 
 from tests.acceptance.report import write_report
 from tests.conftest import REPO
@@ -54,13 +55,7 @@ def test_metrics_server_serves_every_node_s_cpu_and_memory(cluster):
 
 
 def _cpu_millicores(quantity: str) -> float:
-    if quantity.endswith("n"):
-        return int(quantity[:-1]) / 1e6
-    if quantity.endswith("u"):
-        return int(quantity[:-1]) / 1e3
-    if quantity.endswith("m"):
-        return float(quantity[:-1])
-    return float(quantity) * 1000
+    return float(parse_quantity(quantity) * 1000)
 
 
 def _burner(namespace: str, image: str) -> list[dict]:
