@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import load_inventory, run_lab
 from tools.lab.constants import LAB_DIR
+from tools.lab.lab import INOTIFY_LIMITS
 
 
 def nspawn_pid(name: str) -> int:
@@ -90,3 +91,9 @@ def test_the_sandbox_inventory_has_the_lab_s_number_of_workers():
     workers = sorted(h.name for h in inventory if h.name.startswith("k8s-worker"))
     assert workers == [f"k8s-worker{i}" for i in range(1, 6)]
     assert inventory.get_host("k8s-worker5").data.ssh_hostname == "198.51.100.16"
+
+
+def test_the_running_lab_has_the_inotify_limits_its_hosts_need(lab):
+    # Its hosts share this machine's limits: 128 instances ran out at 16 workers.
+    for key, wanted in INOTIFY_LIMITS.items():
+        assert int(Path("/proc/sys", *key.split(".")).read_text()) >= wanted, key

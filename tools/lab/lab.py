@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import hashlib
 import ipaddress
+import json
 import os
 import runpy
 import shutil
@@ -147,6 +148,14 @@ BAKED_LINKS = {
     f"etc/systemd/system/multi-user.target.wants/{unit}": f"/etc/systemd/system/{unit}"
     for unit in ("lab-cgroup-rw.service", "lab-kmsg.service", "lab-kubelet-sysctls.service")
 }
+
+
+# Every lab host shares this machine's inotify limits: /proc/sys is read-only inside, so the deploy's own values
+# (tasks/foundation.py KUBERNETES_SYSCTLS) cannot take effect there. Debian's 128 instances run out at about ten
+# workers (systemd, containerd and the kubelet of every host draw on them; containerd's CRI service then fails
+# with "too many open files"). `up` raises them to the deploy's values, `down` puts back what it found.
+INOTIFY_LIMITS = {"fs.inotify.max_user_instances": 8192, "fs.inotify.max_user_watches": 524288}
+SYSCTLS_BEFORE = LAB_DIR / "sysctls-before.json"
 
 
 class LabError(RuntimeError):
@@ -395,6 +404,37 @@ def pid_alive(pid_file: Path, must_contain: str) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if must_contain in cmdline else None
+
+
+def sysctl_file(key: str, root: Path = Path("/proc/sys")) -> Path:
+    return root / key.replace(".", "/")
+
+
+def raise_inotify_limits(root: Path = Path("/proc/sys"), record: Path = SYSCTLS_BEFORE) -> None:
+    """Raise this machine's inotify limits to INOTIFY_LIMITS where lower, remembering the first value found."""
+    before = json.loads(record.read_text()) if record.exists() else {}
+    for key, wanted in INOTIFY_LIMITS.items():
+        current = int(sysctl_file(key, root).read_text())
+        if current < wanted:
+            before.setdefault(key, current)
+            sysctl_file(key, root).write_text(f"{wanted}\n")
+            log(f"{key}: {current} -> {wanted} on this machine while the lab runs (its hosts share it)")
+    if before:
+        record.write_text(json.dumps(before, indent=1) + "\n")
+
+
+def restore_inotify_limits(root: Path = Path("/proc/sys"), record: Path = SYSCTLS_BEFORE) -> None:
+    """Put back what `up` raised, unless something else changed the value since."""
+    if not record.exists():
+        return
+    for key, value in json.loads(record.read_text()).items():
+        current = int(sysctl_file(key, root).read_text())
+        if current == INOTIFY_LIMITS[key]:
+            sysctl_file(key, root).write_text(f"{value}\n")
+            log(f"{key}: {current} -> {value} (as before the lab)")
+        else:
+            log(f"{key}: left at {current}, set by something else since the lab raised it to {INOTIFY_LIMITS[key]}")
+    record.unlink()
 
 
 def apt_proxy_up() -> None:
@@ -683,6 +723,7 @@ def up() -> None:
     rootfs = ensure_rootfs(release)
     RELEASE_FILE.write_text(release + "\n")
     WORKERS_FILE.write_text(f"{lab_workers()}\n")
+    raise_inotify_limits()
     bridge_up()
     apt_proxy_up()
     mirror_up()
@@ -804,6 +845,7 @@ def down() -> None:
     if leftovers:
         raise LabError("down left these behind:\n" + leftovers)
     WORKERS_FILE.unlink(missing_ok=True)
+    restore_inotify_limits()
     log(f"down in {time.monotonic() - started:.1f}s; nothing of the lab remains (caches kept in {LAB_DIR})")
 
 
