@@ -48,6 +48,15 @@ KUBELET_UNIT_FILES = [
     ("kubelet drop-in for kubeadm", "10-kubeadm.conf", "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf"),
 ]
 JOIN_CONFIG = "/etc/kubernetes/kubeadm-join.yaml"
+# kubeadm writes admin.conf early in init and leaves everything in place when a later step fails: the guard
+# (admin.conf present) would then skip init on the rerun and keep a broken control plane. A failed init is
+# rolled back at once, so the rerun starts over.
+INIT_COMMAND = (
+    f"kubeadm init --config {KUBEADM_CONFIG} || {{ rc=$?; "
+    'echo "kubeadm init failed (exit $rc); rolled back with kubeadm reset -f, so a rerun starts over; '
+    'see the output above and journalctl -u kubelet -u containerd" >&2; '
+    "kubeadm reset -f > /dev/null 2>&1; exit $rc; }"
+)
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -212,7 +221,7 @@ def init_control_plane(settings: Settings, state: LocalState) -> bool:
         return False
     server.shell(
         name="kubeadm init (takes a few minutes: pulls images, starts the control plane)",
-        commands=[f"kubeadm init --config {KUBEADM_CONFIG}"],
+        commands=[INIT_COMMAND],
     )
     return True
 

@@ -4,6 +4,7 @@ converged nodes; rendered config.toml, hosts.toml and kubeadm configuration; ini
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import tomllib
 from dataclasses import replace
 
@@ -223,10 +224,25 @@ def test_init_runs_once_where_images_can_come_from(upstream, tmp_path):
     state = LocalState(tmp_path)
     fresh = plan(kubeadm.init_control_plane, upstream, state, host_name="k8s-master",
                  facts=cluster_facts(admin_conf=False, resolvable=True))
-    assert fresh.commands() == [f"kubeadm init --config {kubeadm.KUBEADM_CONFIG}"]
+    assert fresh.commands() == [kubeadm.INIT_COMMAND]
     done = plan(kubeadm.init_control_plane, upstream, state, host_name="k8s-master",
                 facts=cluster_facts(admin_conf=True))
     assert done.ops == []
+
+
+@pytest.mark.parametrize("init_rc", [0, 3])
+def test_a_failed_init_is_rolled_back_so_the_rerun_starts_over(tmp_path, init_rc):
+    # The real shell runs the command against a stand-in kubeadm that logs its calls.
+    calls = tmp_path / "calls"
+    fake = tmp_path / "kubeadm"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n[ "$1" = init ] && exit {init_rc}\nexit 0\n')
+    fake.chmod(0o755)
+    done = subprocess.run(["sh", "-c", kubeadm.INIT_COMMAND], env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+                          capture_output=True, text=True)
+    assert done.returncode == init_rc
+    logged = calls.read_text().splitlines()
+    assert logged == [f"init --config {kubeadm.KUBEADM_CONFIG}"] + (["reset -f"] if init_rc else [])
+    assert ("rolled back with kubeadm reset -f" in done.stderr) == bool(init_rc)
 
 
 def test_init_without_an_image_source_stops_with_the_reason(upstream, tmp_path):
@@ -252,7 +268,7 @@ def test_with_a_mirror_project_init_waits_for_every_image_in_the_private_registr
         assert any("the private registry lacks 1 image(s)" in w and "etcd:3.7.0-0 (not copied)" in w
                    and "tools.images copy" in w for w in p.warnings), p.warnings
     else:
-        assert p.commands() == [f"kubeadm init --config {kubeadm.KUBEADM_CONFIG}"]
+        assert p.commands() == [kubeadm.INIT_COMMAND]
 
 
 def test_kubeadm_takes_its_images_and_accepted_preflight_failures_from_the_settings(settings):
