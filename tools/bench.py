@@ -122,7 +122,8 @@ def run_deploy(label: str, log_to: Path, *extra: str, json_output: bool = False)
     ended = time.monotonic()
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime
-    run = DeployRun(label, round(ended - started, 2), returncode, segments(lines, started, ended), round(cpu, 1))
+    run = DeployRun(label, round(ended - started, 2), returncode, segments(lines, started, ended))
+    run.controller_cpu_seconds = round(cpu, 1)
     for host in lab_hosts():
         ran = host_commands(host)[before.get(host, 0) :]
         run.commands[host] = len(ran)
