@@ -23,6 +23,13 @@ from typing import Any
 import yaml
 
 FIELD_MANAGER = "gitops-lab"
+# Answers a busy or recovering control plane gives for a moment: etcd timing out under load (seen with 16 lab
+# workers compiling Cilium's datapath on two CPUs), an API server restarting, 429 from API priority and
+# fairness. Such a request is tried again after each delay (30 s in all) before it counts as an error.
+TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
+RETRY_DELAYS_S = (1, 2, 4, 8, 15)
+# etcd's passing troubles, as the API server reports them (500); others (e.g. its space quota) are not passing.
+TRANSIENT_ETCD = (b"etcdserver: request timed out", b"etcdserver: leader changed", b"etcdserver: too many requests")
 
 
 class ClusterError(RuntimeError):
@@ -98,6 +105,10 @@ def connect(kubeconfig: Path, request_timeout: float = 10) -> Cluster:
     return Cluster(api)
 
 
+def _transient(status: int, body: bytes) -> bool:
+    return status in TRANSIENT_STATUS or (status == 500 and any(message in body for message in TRANSIENT_ETCD))
+
+
 def _reason(exc: Exception) -> str:
     reason = getattr(exc, "reason", None) or exc
     return str(reason).split(": ", 1)[-1][:160]
@@ -144,11 +155,15 @@ class Cluster:
             header_params={"Content-Type": content_type, "Accept": "application/json"},
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(*request, _request_timeout=60)
-        response.read()
-        if response.status >= 400:
-            raise ApiException(http_resp=response)
-        return json.loads(response.data or b"{}")
+        for delay in (*RETRY_DELAYS_S, None):
+            response = self.api.call_api(*request, _request_timeout=60)
+            response.read()
+            if response.status < 400:
+                return json.loads(response.data or b"{}")
+            if delay is None or not _transient(response.status, response.data or b""):
+                raise ApiException(http_resp=response)
+            time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def get_path(self, path: str, query: Iterable[tuple[str, str]] = ()) -> Any:
         """GET of a raw API path, e.g. a Service proxy: /api/v1/namespaces/NS/services/NAME:PORT/proxy/..."""

@@ -1,0 +1,76 @@
+"""tasks/kube_client.py: a request the control plane answers with a passing error (etcd timing out under
+load, 429, 503) is tried again a bounded number of times; a real error is not."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from tasks import kube_client
+
+ETCD_TIMEOUT = json.dumps({"kind": "Status", "status": "Failure", "message": "etcdserver: request timed out",
+                           "reason": "InternalError", "code": 500}).encode()
+
+
+class Response:
+    def __init__(self, status: int, data: bytes):
+        self.status, self.data, self.reason, self.headers = status, data, "reason", {}
+
+    def read(self) -> bytes:
+        return self.data
+
+    def getheaders(self) -> dict:
+        return {}
+
+
+class Api:
+    """Stands in for the kubernetes ApiClient: answers from a list, records each call."""
+
+    def __init__(self, answers: list[Response]):
+        self.answers, self.calls = answers, 0
+
+    def param_serialize(self, *args, **kwargs):
+        return ("GET", "https://api/x", {}, None, [])
+
+    def call_api(self, *args, **kwargs) -> Response:
+        self.calls += 1
+        return self.answers.pop(0)
+
+
+def cluster(answers: list[Response]) -> kube_client.Cluster:
+    c = object.__new__(kube_client.Cluster)  # no discovery: only _request is under test
+    c.api = Api(answers)
+    return c
+
+
+@pytest.fixture(autouse=True)
+def no_sleep(monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr(kube_client.time, "sleep", slept.append)
+    return slept
+
+
+@pytest.mark.parametrize("status, body", [(500, ETCD_TIMEOUT), (429, b"{}"), (503, b"{}")])
+def test_a_passing_error_is_tried_again_until_the_answer_comes(status, body, no_sleep):
+    c = cluster([Response(status, body), Response(status, body), Response(200, b'{"kind": "Pod"}')])
+    assert c._request("GET", "/api/v1/x") == {"kind": "Pod"}
+    assert c.api.calls == 3 and no_sleep == [1, 2]
+
+
+def test_retries_are_bounded_and_the_last_error_is_raised(no_sleep):
+    c = cluster([Response(500, ETCD_TIMEOUT)] * (len(kube_client.RETRY_DELAYS_S) + 1))
+    with pytest.raises(ApiException) as raised:
+        c._request("GET", "/api/v1/x")
+    assert raised.value.status == 500 and c.api.calls == len(kube_client.RETRY_DELAYS_S) + 1
+    assert sum(no_sleep) == sum(kube_client.RETRY_DELAYS_S) <= 30
+
+
+@pytest.mark.parametrize("status, body", [(404, b"{}"), (422, b"{}"), (409, b"{}"),
+                                          (500, b'{"message": "etcdserver: mvcc: database space exceeded"}')])
+def test_a_real_error_is_raised_at_once(status, body, no_sleep):
+    c = cluster([Response(status, body)])
+    with pytest.raises(ApiException):
+        c._request("GET", "/api/v1/x")
+    assert c.api.calls == 1 and no_sleep == []
