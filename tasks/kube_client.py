@@ -23,11 +23,11 @@ from typing import Any
 import yaml
 
 FIELD_MANAGER = "gitops-lab"
-# Answers a busy or recovering control plane gives for a moment: etcd timing out under load (seen with 16 lab
-# workers compiling Cilium's datapath on two CPUs), an API server restarting, 429 from API priority and
-# fairness. Such a request is tried again after each delay (30 s in all) before it counts as an error.
+# Answers a busy or recovering control plane gives for a moment: etcd timing out under load and the API server
+# restarting (both seen with 16 lab workers compiling Cilium's datapath on two CPUs), 429 from API priority
+# and fairness. Such a request is tried again after each delay (a minute in all) before it counts as an error.
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
-RETRY_DELAYS_S = (1, 2, 4, 8, 15)
+RETRY_DELAYS_S = (1, 2, 4, 8, 15, 30)
 # etcd's passing troubles, as the API server reports them (500); others (e.g. its space quota) are not passing.
 TRANSIENT_ETCD = (b"etcdserver: request timed out", b"etcdserver: leader changed", b"etcdserver: too many requests")
 
@@ -146,6 +146,7 @@ class Cluster:
         content_type: str = "application/json",
     ) -> dict:
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError, SSLError
 
         request = self.api.param_serialize(
             method,
@@ -156,7 +157,17 @@ class Cluster:
             auth_settings=["BearerToken"],
         )
         for delay in (*RETRY_DELAYS_S, None):
-            response = self.api.call_api(*request, _request_timeout=60)
+            try:
+                response = self.api.call_api(*request, _request_timeout=60)
+            except HTTPError as exc:  # no answer at all: refused, reset or timed out (TLS failures are not passing)
+                if delay is None or isinstance(exc, SSLError) or isinstance(getattr(exc, "reason", None), SSLError):
+                    raise ClusterError(
+                        f"the API server at {self.api.configuration.host} did not answer {method} {path} "
+                        f"({_reason(exc)}): check kube-apiserver on the control plane (crictl ps; journalctl -u "
+                        "kubelet) and rerun"
+                    ) from None
+                time.sleep(delay)
+                continue
             response.read()
             if response.status < 400:
                 return json.loads(response.data or b"{}")
