@@ -171,10 +171,25 @@ class Cluster:
             response.read()
             if response.status < 400:
                 return json.loads(response.data or b"{}")
-            if delay is None or not _transient(response.status, response.data or b""):
+            passing = _transient(response.status, response.data or b"") or (
+                # Just after a restart the API server refuses even the admin (kubeadm's admin.conf is bound by
+                # RBAC, whose cache is not loaded yet): a 403 counts as passing only while it is not ready.
+                response.status == 403 and not self._ready()
+            )
+            if delay is None or not passing:
                 raise ApiException(http_resp=response)
             time.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _ready(self) -> bool:
+        """The API server's own readiness (/readyz: every post-start hook done, RBAC among them)."""
+        try:
+            request = self.api.param_serialize("GET", "/readyz", auth_settings=["BearerToken"])
+            response = self.api.call_api(*request, _request_timeout=10)
+            response.read()
+        except Exception:  # no answer is not ready
+            return False
+        return bool(response.status == 200)
 
     def get_path(self, path: str, query: Iterable[tuple[str, str]] = ()) -> Any:
         """GET of a raw API path, e.g. a Service proxy: /api/v1/namespaces/NS/services/NAME:PORT/proxy/..."""

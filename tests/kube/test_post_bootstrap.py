@@ -165,6 +165,11 @@ def test_strict_validation_rejects_a_misspelt_field(cluster):
     assert "ConfigMap default/typo" in str(err.value) and "dataa" in str(err.value)
 
 
+def test_a_running_api_server_reads_as_ready(cluster):
+    # The 403 rule (tasks/kube_client.py) waits only while /readyz says no: a ready server must say yes.
+    assert cluster._ready() is True
+
+
 # ------------------------------------------------------------------------------------------ one-line errors
 
 

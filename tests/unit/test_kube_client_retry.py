@@ -31,13 +31,15 @@ class Api:
     class configuration:
         host = "https://198.51.100.11:6443"
 
-    def __init__(self, answers: list):
-        self.answers, self.calls = answers, 0
+    def __init__(self, answers: list, readyz: list[int] | None = None):
+        self.answers, self.calls, self.readyz = answers, 0, readyz or []
 
-    def param_serialize(self, *args, **kwargs):
-        return ("GET", "https://api/x", {}, None, [])
+    def param_serialize(self, method, path, *args, **kwargs):
+        return (method, path, {}, None, [])
 
-    def call_api(self, *args, **kwargs) -> Response:
+    def call_api(self, method, path, *args, **kwargs) -> Response:
+        if path == "/readyz":
+            return Response(self.readyz.pop(0), b"")
         self.calls += 1
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
@@ -45,9 +47,9 @@ class Api:
         return answer
 
 
-def cluster(answers: list[Response]) -> kube_client.Cluster:
+def cluster(answers: list, readyz: list[int] | None = None) -> kube_client.Cluster:
     c = object.__new__(kube_client.Cluster)  # no discovery: only _request is under test
-    c.api = Api(answers)
+    c.api = Api(answers, readyz)
     return c
 
 
@@ -71,6 +73,21 @@ def test_retries_are_bounded_and_the_last_error_is_raised(no_sleep):
         c._request("GET", "/api/v1/x")
     assert raised.value.status == 500 and c.api.calls == len(kube_client.RETRY_DELAYS_S) + 1
     assert sum(no_sleep) == sum(kube_client.RETRY_DELAYS_S) <= 60
+
+
+FORBIDDEN = b'{"message": "nodes \\"k8s-master\\" is forbidden: User \\"kubernetes-admin\\" cannot get resource"}'
+
+
+def test_a_403_while_the_api_server_is_not_ready_yet_is_waited_for(no_sleep):
+    c = cluster([Response(403, FORBIDDEN), Response(200, b'{"kind": "Node"}')], readyz=[500])
+    assert c._request("GET", "/api/v1/nodes/k8s-master") == {"kind": "Node"}
+
+
+def test_a_403_from_a_ready_api_server_is_raised_at_once(no_sleep):
+    c = cluster([Response(403, FORBIDDEN)], readyz=[200])
+    with pytest.raises(ApiException):
+        c._request("GET", "/api/v1/nodes/k8s-master")
+    assert c.api.calls == 1 and no_sleep == []
 
 
 @pytest.mark.parametrize("status, body", [(404, b"{}"), (422, b"{}"), (409, b"{}"),
