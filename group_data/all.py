@@ -142,6 +142,11 @@ images = {
     "sealed-secrets-controller": "docker.io/bitnami/sealed-secrets-controller:0.40.0",
     # the metrics-server chart 3.13.1 (appVersion 0.8.1) runs the release of the tree it ships in
     "metrics-server": "registry.k8s.io/metrics-server/metrics-server:v0.9.0",
+    # the MetalLB chart 0.16.1 (L2 mode: no FRR image)
+    "metallb-controller": "quay.io/metallb/controller:v0.16.1",
+    "metallb-speaker": "quay.io/metallb/speaker:v0.16.1",
+    # the Traefik chart 41.3.0 (its appVersion)
+    "traefik": "docker.io/library/traefik:v3.7.11",
 }
 # Catalog entries replaced by another build, by name: name -> registry/path:tag. The pod specs of the pinned
 # manifests that name the original image are rewritten to it (e.g. a Redis your registry already holds).

@@ -8,6 +8,7 @@ when its names change, another CA signed it, or it is close to expiry; keys 0600
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 from dataclasses import dataclass
@@ -184,6 +185,28 @@ def ensure_lab_pki(state: LocalState, settings: Settings) -> LabPki:
     gitlab = ensure_server_cert(state.pki, settings.gitlab_domain, [settings.gitlab_domain], ip)
     registry = ensure_server_cert(state.pki, settings.registry_domain, [settings.registry_domain], ip)
     return LabPki(ca, gitlab, registry)
+
+
+def ingress_names(settings: Settings) -> list[str]:
+    """The host names the ingress controller serves on its VIP (group_data/all.py)."""
+    hosts = [settings.argocd_host, settings.storefront_host_dev, settings.storefront_host_prod, settings.grafana_host]
+    return list(dict.fromkeys(hosts))
+
+
+def ingress_tls_secret(state: LocalState, settings: Settings, namespace: str, name: str) -> dict:
+    """A kubernetes.io/tls Secret with the ingress certificate (every ingress host name and the VIP), issued
+    by the lab CA once and reused: the Ingresses of gitops-repo name it, and its key never enters Git."""
+    issued = ensure_server_cert(state.pki, "ingress", ingress_names(settings), [str(settings.metallb_pool[0])])
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {
+            "tls.crt": base64.b64encode(issued.cert_pem).decode(),
+            "tls.key": base64.b64encode(issued.key_path.read_bytes()).decode(),
+        },
+    }
 
 
 def ca_in_bundle_check(ca_pem: bytes) -> str:

@@ -17,6 +17,9 @@ from tasks.settings import CHART_IMAGES, Settings
 from tasks.templating import render_tree
 
 SOURCE = Path(__file__).resolve().parent.parent / "files" / "gitops-repo"
+# The TLS Secret each Ingress names: the ingress certificate from the deploy's CA (tasks/certificates.py),
+# applied by post-bootstrap into each namespace with an Ingress, never committed to Git.
+INGRESS_TLS_SECRET = "ingress-tls"
 
 # Online Boutique services built by app-repo CI (image name = service name).
 BUILT_SERVICES = [
@@ -226,6 +229,9 @@ def render_context(settings: Settings, image_tag: str) -> dict[str, Any]:
         "chart_images": chart_images(settings),
         "boutique_envs": [env for env in BOUTIQUE_ENVS if f"boutique-{env}" not in settings.gitops_apps_left_out],
         "platform_namespaces": sorted({app.namespace for app in platform_apps(settings)}),
+        # ServiceMonitors need kube-prometheus-stack's CRDs: charts render theirs only where it is synced.
+        "service_monitors": "kube-prometheus-stack" not in settings.gitops_apps_left_out,
+        "ingress_tls_secret": INGRESS_TLS_SECRET,
     }
 
 

@@ -4,7 +4,7 @@ applies the same objects and reports them unchanged); each wait has a deadline n
 
     the CNI -> every node Ready -> GitLab's names in cluster DNS -> the default StorageClass -> node labels
     -> Argo CD (GitLab's SSH host keys among its known hosts) -> its repository
-    access and admin password -> the root Application -> the sealed Slack webhook
+    access and admin password -> the ingress TLS Secret -> the root Application -> the sealed Slack webhook
     (`argocd_install = False` stops after the labels)
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pyinfra import logger
 
-from tasks import argocd, artifacts, cluster_dns, cni, sealed_secrets, storage
-from tasks.gitops_repo import gitops_repo_url, render_gitops_repo
+from tasks import argocd, artifacts, certificates, cluster_dns, cni, sealed_secrets, storage
+from tasks.gitops_repo import INGRESS_TLS_SECRET, gitops_repo_url, render_gitops_repo
 from tasks.kube_client import Applied, Cluster, connect
 from tasks.settings import Settings
 from tasks.state import LocalState
@@ -96,6 +96,10 @@ def run(settings: Settings, state: LocalState, api_endpoint: str) -> Report:
     )
     applied, note = argocd.configure(cluster, state, gitops_repo_url(settings))
     report.applied += applied
+    # Argo CD's Ingress (argocd-ingress) serves TLS with the ingress certificate from the deploy's CA.
+    report.applied.append(
+        cluster.apply(certificates.ingress_tls_secret(state, settings, argocd.NAMESPACE, INGRESS_TLS_SECRET))
+    )
     report.notes.append(note)
     with tempfile.TemporaryDirectory() as tmp:
         # Only argocd/root.yaml is read from it: the image tag does not matter here.

@@ -948,10 +948,15 @@ class Settings:
         charts = [
             name
             for app, names in CHART_IMAGES.items()
-            if self.argocd_install and app not in self.gitops_apps_left_out
+            if self.argocd_install and app not in self.gitops_apps_left_out and self._chooses(app)
             for name in names
         ]
         return [*KUBEADM_IMAGES, *chosen, *argocd, *charts]
+
+    def _chooses(self, app: str) -> bool:
+        """Whether the settings choose a platform app that exists only with one choice (e.g. the ingress controller)."""
+        key, value = CHART_CHOICES.get(app, ("", None))
+        return not key or getattr(self, key) == value
 
     def retired_choices(self) -> list[str]:
         """What the deploy prints about the chosen components that upstream has retired."""
@@ -1542,7 +1547,14 @@ CHOSEN_IMAGES = {
 ARGOCD_IMAGES = ("argocd", "argocd-redis")
 # The platform charts' images in the catalog, by gitops app (gitops-repo pins each by digest in its values);
 # the other charts' images are not in the catalog yet (docs/artifacts.md).
-CHART_IMAGES = {"sealed-secrets": ("sealed-secrets-controller",), "metrics-server": ("metrics-server",)}
+CHART_IMAGES = {
+    "sealed-secrets": ("sealed-secrets-controller",),
+    "metrics-server": ("metrics-server",),
+    "metallb": ("metallb-controller", "metallb-speaker"),
+    "traefik": ("traefik",),
+}
+# The charted apps that exist only with one choice (as tasks/gitops_repo.py's PLATFORM_APPS say, only_with).
+CHART_CHOICES = {"traefik": ("ingress_controller", "traefik"), "ingress-nginx": ("ingress_controller", "ingress-nginx")}
 # With image_mirror_project, the registries whose pulls go to the private registry: the catalog's, and the
 # public registries most charts and manifests name.
 MIRRORED_REGISTRIES = ("registry.k8s.io", "quay.io", "docker.io", "ghcr.io")

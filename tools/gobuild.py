@@ -116,6 +116,16 @@ SOURCE_BUILDS = {
         ldflags="-s -w -X k8s.io/client-go/pkg/version.gitVersion=v0.9.0",
         pinned_zip="metrics-server",
     ),
+    # MetalLB of the pinned chart's tree (0.16.1): the controller and the speaker, as its Dockerfiles build
+    # them (the version is in its source). The speaker image's FRR helpers (frr-metrics, cp-tool) serve BGP
+    # mode only, which this project does not use (L2): they are not built.
+    "metallb": SourceBuild(
+        "go.universe.tf/metallb",
+        "v0.16.1",
+        {"controller": "./controller", "speaker": "./speaker"},
+        ldflags="-s -w",
+        pinned_zip="metallb",
+    ),
     "local-path-provisioner": SourceBuild(
         "github.com/rancher/local-path-provisioner",
         "v0.0.37",

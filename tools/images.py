@@ -247,6 +247,17 @@ RECIPES: dict[str, Recipe] = {
         user="65534",
         env=PATH,
     ),
+    # Their Dockerfiles: each static binary alone on distroless/static. The chart runs the controller as
+    # 65534 and the speaker as root with NET_RAW (it answers ARP for the VIPs on the node's network).
+    "metallb-controller": Recipe(
+        lambda: {"controller": source_build("metallb")["controller"]},
+        entrypoint=("/controller",),
+        user="65534",
+        env=PATH,
+    ),
+    "metallb-speaker": Recipe(
+        lambda: {"speaker": source_build("metallb")["speaker"]}, entrypoint=("/speaker",), env=PATH
+    ),
     # install.yaml passes redis-server's arguments only (`--save "" --appendonly no --requirepass ...`).
     "argocd-redis": Recipe(lambda: {}, rootfs="redis", entrypoint=("/usr/bin/redis-server",), user="999", env=PATH),
 }

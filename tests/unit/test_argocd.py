@@ -80,3 +80,14 @@ def test_gitlab_s_host_keys_join_upstream_s_known_hosts_once():
     assert known_hosts(argocd.install_objects(MANIFEST)) == lines[:2]
     cm = {"data": {"ssh_known_hosts": "\n".join(lines) + "\n"}}
     assert argocd.with_known_hosts(cm, ours)["data"]["ssh_known_hosts"].splitlines() == lines
+
+
+def test_the_ingress_controller_s_image_is_pulled_only_where_it_is_the_chosen_one(sandbox_settings):
+    from tasks.gitops_repo import PLATFORM_APPS
+    from tasks.settings import CHART_CHOICES
+
+    everything = replace(sandbox_settings, gitops_apps_left_out={})
+    assert everything.ingress_controller == "traefik" and "traefik" in everything.needed_images()
+    assert "traefik" not in replace(everything, ingress_controller="ingress-nginx").needed_images()
+    # the settings' list of chosen charts agrees with the gitops repo's apps
+    assert CHART_CHOICES == {app.name: app.only_with for app in PLATFORM_APPS if app.only_with}

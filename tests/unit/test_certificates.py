@@ -69,3 +69,23 @@ def test_reissued_when_the_ca_was_replaced(pki):
     (pki / "ca.key").unlink()
     cert = ensure_server_cert(pki, "gitlab.local", ["gitlab.local"], ["198.51.100.10"])
     assert cert.renewed and "OK" in openssl("verify", "-CAfile", str(pki / "ca.crt"), str(cert.cert_path))
+
+
+def test_the_ingress_secret_holds_a_certificate_for_every_ingress_host_and_is_issued_once(sandbox_settings, tmp_path):
+    import base64
+
+    from tasks.state import LocalState
+
+    state = LocalState(tmp_path / "state")
+    secret = certificates.ingress_tls_secret(state, sandbox_settings, "argocd", "ingress-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert secret["metadata"] == {"name": "ingress-tls", "namespace": "argocd"}
+    crt = tmp_path / "tls.crt"
+    crt.write_bytes(base64.b64decode(secret["data"]["tls.crt"]))
+    assert "OK" in openssl("verify", "-CAfile", str(state.pki / "ca.crt"), str(crt))
+    text = openssl("x509", "-in", str(crt), "-noout", "-text")
+    for host in (sandbox_settings.argocd_host, sandbox_settings.storefront_host_prod, sandbox_settings.grafana_host):
+        assert f"DNS:{host}" in text
+    assert f"IP Address:{sandbox_settings.metallb_pool[0]}" in text
+    # a rerun applies the very same Secret (no new key, no change in the cluster)
+    assert certificates.ingress_tls_secret(state, sandbox_settings, "argocd", "ingress-tls") == secret

@@ -25,7 +25,7 @@ ALLOWED = {
     ("gitlab", "certificates"),  # takes the lab's PKI (LabPki) as its input
     # post_bootstrap is the sequence of phases 3-4: it calls the components in order.
     ("post_bootstrap", "cni"), ("post_bootstrap", "storage"), ("post_bootstrap", "argocd"),
-    ("post_bootstrap", "sealed_secrets"),
+    ("post_bootstrap", "sealed_secrets"), ("post_bootstrap", "certificates"),
 }
 
 

@@ -26,6 +26,9 @@ class RecordingCluster:
     def get(self, *args, **kwargs):
         return None
 
+    def apply(self, obj, **kwargs):
+        self.calls.append(f"apply {obj['kind']} {obj['metadata'].get('namespace')}/{obj['metadata']['name']}")
+
 
 @pytest.fixture
 def recorded(monkeypatch, sandbox_settings, tmp_path):
@@ -58,8 +61,8 @@ def recorded(monkeypatch, sandbox_settings, tmp_path):
 
 def test_post_bootstrap_waits_for_ready_nodes_and_dns_between_the_cni_and_everything_else(recorded):
     assert recorded(argocd_install=True) == ["CNI", "wait for nodes Ready", "wait for Deployment kube-system/coredns",
-                                             "cluster DNS names", "storage", "labels", "Argo CD", "repository access", "root app",
-                                             "webhook"]
+                                             "cluster DNS names", "storage", "labels", "Argo CD", "repository access",
+                                             "apply Secret argocd/ingress-tls", "root app", "webhook"]
 
 
 def test_without_argocd_post_bootstrap_stops_after_the_labels(recorded):
