@@ -85,6 +85,11 @@ def _kube(name: str) -> Callable[[], dict[str, Path]]:
     return lambda: {f"usr/local/bin/{name}": kube_build([name])[name]}
 
 
+def _static_binary(build: str, binary: str, user: str = "") -> Recipe:
+    """A source build's static binary alone at /<binary>, its entrypoint: what a distroless/static image holds."""
+    return Recipe(lambda: {binary: source_build(build)[binary]}, entrypoint=(f"/{binary}",), user=user, env=PATH)
+
+
 def _pause() -> dict[str, Path]:
     """pause from the Kubernetes module's C source, static, stamped like the release build."""
     module = json.loads(_run([_go(), "mod", "download", "-json", "k8s.io/kubernetes@v1.37.2"], go_env()))["Dir"]
@@ -241,23 +246,11 @@ RECIPES: dict[str, Recipe] = {
         env=PATH,
     ),
     # Its Dockerfile: the static binary alone on distroless/static, as nobody.
-    "metrics-server": Recipe(
-        lambda: {"metrics-server": source_build("metrics-server")["metrics-server"]},
-        entrypoint=("/metrics-server",),
-        user="65534",
-        env=PATH,
-    ),
+    "metrics-server": _static_binary("metrics-server", "metrics-server", user="65534"),
     # Their Dockerfiles: each static binary alone on distroless/static. The chart runs the controller as
     # 65534 and the speaker as root with NET_RAW (it answers ARP for the VIPs on the node's network).
-    "metallb-controller": Recipe(
-        lambda: {"controller": source_build("metallb")["controller"]},
-        entrypoint=("/controller",),
-        user="65534",
-        env=PATH,
-    ),
-    "metallb-speaker": Recipe(
-        lambda: {"speaker": source_build("metallb")["speaker"]}, entrypoint=("/speaker",), env=PATH
-    ),
+    "metallb-controller": _static_binary("metallb", "controller", user="65534"),
+    "metallb-speaker": _static_binary("metallb", "speaker"),
     # install.yaml passes redis-server's arguments only (`--save "" --appendonly no --requirepass ...`).
     "argocd-redis": Recipe(lambda: {}, rootfs="redis", entrypoint=("/usr/bin/redis-server",), user="999", env=PATH),
 }
