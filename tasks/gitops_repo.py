@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.images import Reference
-from tasks.settings import CHART_IMAGES, Settings
+from tasks.settings import CHART_CHOICES, CHART_IMAGES, Settings
 from tasks.templating import render_tree
 
 SOURCE = Path(__file__).resolve().parent.parent / "files" / "gitops-repo"
@@ -67,8 +67,6 @@ class PlatformApp:
     version: str = ""
     server_side: bool = False
     privileged_namespace: bool = False
-    # (setting, value): an option's app, rendered only when the setting has that value
-    only_with: tuple[str, str] | tuple[()] = ()
 
 
 # Pinned charts, in sync-wave order. Versions are bumped deliberately (README: "Bumping a chart").
@@ -113,7 +111,6 @@ PLATFORM_APPS = [
         "https://traefik.github.io/charts",
         "traefik",
         "41.3.0",
-        only_with=("ingress_controller", "traefik"),
     ),
     PlatformApp(
         "ingress-nginx",
@@ -122,7 +119,6 @@ PLATFORM_APPS = [
         "https://kubernetes.github.io/ingress-nginx",
         "ingress-nginx",
         "4.15.1",
-        only_with=("ingress_controller", "ingress-nginx"),
     ),
     PlatformApp("argocd-ingress", "argocd", -2),
     PlatformApp("boutique-monitoring", "monitoring", -1),
@@ -151,15 +147,18 @@ BOUTIQUE_ENVS = ("dev", "prod")
 
 
 def platform_apps(settings: Settings) -> list[PlatformApp]:
-    """The platform apps the settings choose (e.g. the ingress controller's), gitops_apps_left_out aside."""
-    return [
-        app for app in PLATFORM_APPS if not app.only_with or getattr(settings, app.only_with[0]) == app.only_with[1]
-    ]
+    """The platform apps the settings choose (e.g. the ingress controller's: tasks/settings.py CHART_CHOICES),
+    gitops_apps_left_out aside."""
+    return [app for app in PLATFORM_APPS if settings.chooses(app.name)]
 
 
 def ingress_namespace(settings: Settings) -> str:
     """Where the chosen ingress controller runs: the namespace the storefront accepts traffic from."""
-    return next(app.namespace for app in platform_apps(settings) if app.only_with[:1] == ("ingress_controller",))
+    return next(
+        app.namespace
+        for app in platform_apps(settings)
+        if CHART_CHOICES.get(app.name, ("",))[0] == "ingress_controller"
+    )
 
 
 def application_names(settings: Settings | None = None) -> list[str]:

@@ -948,13 +948,14 @@ class Settings:
         charts = [
             name
             for app, names in CHART_IMAGES.items()
-            if self.argocd_install and app not in self.gitops_apps_left_out and self._chooses(app)
+            if self.argocd_install and app not in self.gitops_apps_left_out and self.chooses(app)
             for name in names
         ]
         return [*KUBEADM_IMAGES, *chosen, *argocd, *charts]
 
-    def _chooses(self, app: str) -> bool:
-        """Whether the settings choose a platform app that exists only with one choice (e.g. the ingress controller)."""
+    def chooses(self, app: str) -> bool:
+        """Whether the settings choose a platform app: true unless it exists only with one choice (CHART_CHOICES,
+        e.g. the ingress controller) and the settings made another."""
         key, value = CHART_CHOICES.get(app, ("", None))
         return not key or getattr(self, key) == value
 
@@ -1553,7 +1554,8 @@ CHART_IMAGES = {
     "metallb": ("metallb-controller", "metallb-speaker"),
     "traefik": ("traefik",),
 }
-# The charted apps that exist only with one choice (as tasks/gitops_repo.py's PLATFORM_APPS say, only_with).
+# The platform apps that exist only with one choice, (setting, value): the gitops repo renders them (and the
+# nodes pull their images) only when the setting has that value.
 CHART_CHOICES = {"traefik": ("ingress_controller", "traefik"), "ingress-nginx": ("ingress_controller", "ingress-nginx")}
 # With image_mirror_project, the registries whose pulls go to the private registry: the catalog's, and the
 # public registries most charts and manifests name.

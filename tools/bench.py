@@ -44,8 +44,8 @@ class DeployRun:
     segments: dict[str, float] = field(default_factory=dict)
     commands: dict[str, int] = field(default_factory=dict)
     apt_refreshes: dict[str, int] = field(default_factory=dict)
-    # CPU seconds of pyinfra's own process and what it ran here (helm, kubeseal): on a no-op rerun the wall
-    # time is mostly this one process (gevent: one core) driving every host's SSH session.
+    # CPU seconds of pyinfra's own process and what it ran here (helm, kubeseal): set against the wall time,
+    # whether a run waits on the hosts or on this one process (gevent: one core) driving every SSH session.
     controller_cpu_seconds: float | None = None
 
 
@@ -122,8 +122,13 @@ def run_deploy(label: str, log_to: Path, *extra: str, json_output: bool = False)
     ended = time.monotonic()
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = cpu_after.ru_utime - cpu_before.ru_utime + cpu_after.ru_stime - cpu_before.ru_stime
-    run = DeployRun(label, round(ended - started, 2), returncode, segments(lines, started, ended))
-    run.controller_cpu_seconds = round(cpu, 1)
+    run = DeployRun(
+        label,
+        round(ended - started, 2),
+        returncode,
+        segments(lines, started, ended),
+        controller_cpu_seconds=round(cpu, 1),
+    )
     for host in lab_hosts():
         ran = host_commands(host)[before.get(host, 0) :]
         run.commands[host] = len(ran)
