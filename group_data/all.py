@@ -147,6 +147,13 @@ images = {
     "metallb-speaker": "quay.io/metallb/speaker:v0.16.1",
     # the Traefik chart 41.3.0 (its appVersion)
     "traefik": "docker.io/library/traefik:v3.7.11",
+    # kube-prometheus-stack 88.5.0 and its subcharts (their appVersions; Grafana is not in the catalog yet)
+    "prometheus-operator": "quay.io/prometheus-operator/prometheus-operator:v0.93.1",
+    "prometheus-config-reloader": "quay.io/prometheus-operator/prometheus-config-reloader:v0.93.1",
+    "prometheus": "quay.io/prometheus/prometheus:v3.14.0",
+    "alertmanager": "quay.io/prometheus/alertmanager:v0.34.0",
+    "node-exporter": "quay.io/prometheus/node-exporter:v1.12.1-distroless",  # the chart's default variant
+    "kube-state-metrics": "registry.k8s.io/kube-state-metrics/kube-state-metrics:v2.20.0",
 }
 # Catalog entries replaced by another build, by name: name -> registry/path:tag. The pod specs of the pinned
 # manifests that name the original image are rewritten to it (e.g. a Redis your registry already holds).
@@ -197,6 +204,12 @@ helm_chart_mirror = ""
 # Applications of the gitops repository Argo CD does not install, each with the reason every deploy prints
 # (e.g. a component whose software cannot run at a site). Empty: the whole platform and Online Boutique.
 gitops_apps_left_out: dict[str, str] = {}
+# Parts of kube-prometheus-stack left out, each with its reason: "grafana", "admission-webhooks" (the
+# operator's validating webhook and the kube-webhook-certgen job that makes its certificate). Empty: all.
+monitoring_left_out: dict[str, str] = {}
+# How long Alertmanager waits before it tells Slack about changes in an alert group it already notified (a
+# new alert in it, or its alerts resolved), in seconds. Alertmanager's own default: 5 minutes.
+alert_group_interval_s = 300
 node_ready_timeout_s = 600
 
 # --- load tests (tests/acceptance runs k6 through the MetalLB VIP with these; README: Verifying)

@@ -192,7 +192,13 @@ def chart_images(settings: Settings) -> dict[str, dict[str, str]]:
             image = settings.images[name]
             ref = Reference.parse(image["ref"])
             digest = f"@{image['digest']}" if image["digest"] else ""
-            images[name] = {"registry": ref.registry, "repository": ref.repository, "tag": ref.tag + digest}
+            # version: the tag alone, for charts that also pass it on as a version (the operator's custom resources)
+            images[name] = {
+                "registry": ref.registry,
+                "repository": ref.repository,
+                "tag": ref.tag + digest,
+                "version": ref.tag,
+            }
     return images
 
 
@@ -231,6 +237,8 @@ def render_context(settings: Settings, image_tag: str) -> dict[str, Any]:
         # ServiceMonitors need kube-prometheus-stack's CRDs: charts render theirs only where it is synced.
         "service_monitors": "kube-prometheus-stack" not in settings.gitops_apps_left_out,
         "ingress_tls_secret": INGRESS_TLS_SECRET,
+        "monitoring_left_out": settings.monitoring_left_out,
+        "alert_group_interval_s": settings.alert_group_interval_s,
     }
 
 

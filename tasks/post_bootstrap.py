@@ -107,6 +107,9 @@ def run(settings: Settings, state: LocalState, api_endpoint: str) -> Report:
         report.applied += argocd.activate(cluster, repo)
     for name, reason in sorted(settings.gitops_apps_left_out.items()):
         report.notes.append(f"Argo CD: {name} left out (gitops_apps_left_out): {reason}")
+    if "kube-prometheus-stack" not in settings.gitops_apps_left_out:
+        for name, reason in sorted(settings.monitoring_left_out.items()):
+            report.notes.append(f"kube-prometheus-stack: {name} left out (monitoring_left_out): {reason}")
     report.notes.append(sealed_secrets.seal_slack_webhook(cluster, settings, state))
     return report
 

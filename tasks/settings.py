@@ -488,6 +488,30 @@ def _apps_left_out(values: dict[str, Any], key: str) -> dict[str, str]:
     return {name: reason.strip() for name, reason in apps.items()}
 
 
+# Parts of kube-prometheus-stack a site can leave out (monitoring_left_out), for software it cannot run.
+MONITORING_PARTS = ("grafana", "admission-webhooks")
+
+
+def _monitoring_left_out(values: dict[str, Any], key: str) -> dict[str, str]:
+    parts = _required(values, key)
+    for name, reason in parts.items():
+        if name not in MONITORING_PARTS:
+            raise SettingsError(
+                f"{key}.{name}",
+                "is not a part of kube-prometheus-stack this deploy can leave out",
+                f"use one of: {', '.join(MONITORING_PARTS)}",
+                example=NO_EXAMPLE,
+            )
+        if not isinstance(reason, str) or not reason.strip():
+            raise SettingsError(
+                f"{key}.{name}",
+                "gives no reason",
+                "say why it is left out: every deploy prints it",
+                example="its image cannot be pulled at this site",
+            )
+    return {name: reason.strip() for name, reason in parts.items()}
+
+
 def _mirror_project(values: dict[str, Any], key: str) -> str:
     value = _required(values, key)
     if value and not _DNS_LABEL.match(value):
@@ -889,6 +913,18 @@ class Settings:
         _apps_left_out,
         "Applications of the gitops repository left out of what Argo CD installs: name -> reason (printed by every "
         "deploy; {}: none left out)",
+    )
+    monitoring_left_out: dict[str, str] = setting(
+        dict,
+        _monitoring_left_out,
+        "parts of kube-prometheus-stack left out: grafana and/or admission-webhooks (the operator's webhook and "
+        "the job making its certificate) -> reason (printed by every deploy; {}: none left out)",
+    )
+    alert_group_interval_s: int = setting(
+        int,
+        _int_range(10, 3600),
+        "how long Alertmanager waits before it notifies Slack again about an alert group it already notified "
+        "(a new alert in it, or its alerts resolved), in seconds",
     )
     node_ready_timeout_s: int = setting(
         int, _int_range(30, 3600), "how long the deploy waits for every node to be Ready"
@@ -1553,6 +1589,14 @@ CHART_IMAGES = {
     "metrics-server": ("metrics-server",),
     "metallb": ("metallb-controller", "metallb-speaker"),
     "traefik": ("traefik",),
+    "kube-prometheus-stack": (
+        "prometheus-operator",
+        "prometheus-config-reloader",
+        "prometheus",
+        "alertmanager",
+        "node-exporter",
+        "kube-state-metrics",
+    ),
 }
 # The platform apps that exist only with one choice, (setting, value): the gitops repo renders them (and the
 # nodes pull their images) only when the setting has that value.

@@ -21,21 +21,29 @@ from pathlib import Path
 from tools.buildlock import build_lock
 from tools.lab.constants import CACHE, SOURCES_DIR
 
-# `go install package@version`, optionally with build tags. The versions are the ones the cluster runs
-# (kube-prometheus-stack 88: Prometheus 3.x, Alertmanager 0.34). remove_all_sd leaves out Prometheus' cloud
-# service-discovery plugins (every cloud SDK: most of the build time); the tests use static targets only.
+# `go install package@version`, optionally with build tags and ldflags. The Prometheus projects' versions are
+# the ones the lab's cluster runs (kube-prometheus-stack 88.5.0: Prometheus v3.14.0 = module v0.314.0, built
+# from source below, Alertmanager v0.34.0, node-exporter v1.12.1), so the alert tests and the lab's images
+# use the same builds.
+
+
+def prometheus_version_flags(version: str) -> str:
+    """The version stamp of Prometheus projects' release builds (their .promu.yml), so /api/v1/status/buildinfo
+    and `--version` report the release."""
+    return f"-s -w -X github.com/prometheus/common/version.Version={version}"
+
+
 GO_TOOLS = {
-    "promtool": ("github.com/prometheus/prometheus/cmd/promtool", "v0.316.0", "remove_all_sd"),
-    "prometheus": ("github.com/prometheus/prometheus/cmd/prometheus", "v0.316.0", "remove_all_sd"),
-    "amtool": ("github.com/prometheus/alertmanager/cmd/amtool", "v0.34.2", ""),
+    "amtool": ("github.com/prometheus/alertmanager/cmd/amtool", "v0.34.0", "", prometheus_version_flags("0.34.0")),
+    "node_exporter": ("github.com/prometheus/node_exporter", "v1.12.1", "", prometheus_version_flags("1.12.1")),
     # The lab: CoreDNS for kubeadm's image (v1.14.6, `kubeadm config images list`), and the CNCF registry that
     # GitLab's container registry forked, as the lab's stand-in for it.
-    "coredns": ("github.com/coredns/coredns", "v1.14.6", ""),
-    "registry": ("github.com/distribution/distribution/v3/cmd/registry", "v3.1.2", ""),
+    "coredns": ("github.com/coredns/coredns", "v1.14.6", "", ""),
+    "registry": ("github.com/distribution/distribution/v3/cmd/registry", "v3.1.2", "", ""),
     # Argo CD's repo-server runs them (the versions of its hack/tool-versions.sh at v3.6.1, except kustomize:
     # 5.8.3 requires a kube-openapi the module proxy refuses (403), so the lab builds 5.8.2, the newest it serves).
-    "helm": ("helm.sh/helm/v4/cmd/helm", "v4.3.1", ""),
-    "kustomize": ("sigs.k8s.io/kustomize/kustomize/v5", "v5.8.2", ""),
+    "helm": ("helm.sh/helm/v4/cmd/helm", "v4.3.1", "", ""),
+    "kustomize": ("sigs.k8s.io/kustomize/kustomize/v5", "v5.8.2", "", ""),
 }
 # Builds whose go.mod asks for a newer Go than this machine's: the module proxy serves that toolchain too.
 GO_1_27 = "go1.27.3"
@@ -59,6 +67,8 @@ class SourceBuild:
     replaces: tuple[str, ...] = ()
     # the module zip pinned in tools/upstream.py (by sha256), where the checksum database lacks the version
     pinned_zip: str = ""
+    # or the folder of an upstream source snapshot (UPSTREAM_TARBALLS), where the module proxy has none
+    upstream_tree: str = ""
 
     @property
     def key(self) -> str:
@@ -77,9 +87,42 @@ CILIUM_REPLACES = (
 SOURCE_BUILDS = {
     "alertmanager": SourceBuild(
         "github.com/prometheus/alertmanager",
-        "v0.34.2",
+        "v0.34.0",
         {"alertmanager": "./cmd/alertmanager"},
+        ldflags=prometheus_version_flags("0.34.0"),
         placeholder="ui/app/dist/index.html",
+    ),
+    # Prometheus and promtool in one build (v0.314.0's go.mod has a replace: `go install` refuses it).
+    # remove_all_sd leaves out the cloud service-discovery plugins (every cloud SDK: most of the build time);
+    # enable_kubernetes_sd keeps the one the operator's configuration uses in the cluster.
+    "prometheus": SourceBuild(
+        "github.com/prometheus/prometheus",
+        "v0.314.0",
+        {"prometheus": "./cmd/prometheus", "promtool": "./cmd/promtool"},
+        tags="remove_all_sd,enable_kubernetes_sd",
+        ldflags=prometheus_version_flags("3.14.0"),
+    ),
+    # The operator and its config reloader (kube-prometheus-stack 88.5.0's appVersion). The module zip lacks
+    # the nested modules its go.mod replaces with local folders: the modules of the same version fill them.
+    "prometheus-operator": SourceBuild(
+        "github.com/prometheus-operator/prometheus-operator",
+        "v0.93.1",
+        {"operator": "./cmd/operator", "prometheus-config-reloader": "./cmd/prometheus-config-reloader"},
+        ldflags=prometheus_version_flags("0.93.1"),
+        replaces=tuple(
+            f"github.com/prometheus-operator/prometheus-operator/pkg/{sub}="
+            f"github.com/prometheus-operator/prometheus-operator/pkg/{sub}@v0.93.1"
+            for sub in ("apis/monitoring", "client")
+        ),
+    ),
+    # kube-state-metrics (the chart's appVersion): not served by the module proxy, built from the source
+    # snapshot of SOURCES.md; stamped as its Makefile does.
+    "kube-state-metrics": SourceBuild(
+        "k8s.io/kube-state-metrics/v2",
+        "v2.20.0",
+        {"kube-state-metrics": "."},
+        ldflags=prometheus_version_flags("v2.20.0"),
+        upstream_tree="kube-state-metrics-v2.20.0",
     ),
     "tofu": SourceBuild("github.com/opentofu/opentofu", "v1.10.10", {"tofu": "./cmd/tofu"}),
     "terraform-provider-libvirt": SourceBuild(
@@ -160,6 +203,8 @@ SOURCE_BUILDS = {
         pinned_zip="cilium",
     ),
 }
+# Tools that come out of another tool's source build.
+BUILT_WITH = {"promtool": "prometheus"}
 BUILD_TIMES: dict[str, float] = {}
 
 
@@ -181,6 +226,7 @@ def go_env(cgo: bool = False, toolchain: str = "local", **extra: str) -> dict[st
         os.environ,
         GOPATH=str(CACHE / "gopath"),
         GOFLAGS="-mod=mod",
+        GOWORK="off",  # a module's own go.work (Prometheus ships one) would refuse -mod=mod
         GOTOOLCHAIN=toolchain,
         CGO_ENABLED="1" if cgo else "0",
         **extra,
@@ -198,8 +244,11 @@ def go_tool(name: str) -> Path:
     """Path of the tool at its pinned version, building it on first use."""
     if name in SOURCE_BUILDS:
         return source_build(name)[name]
-    package, version, tags = GO_TOOLS[name]
-    target_dir = CACHE / "bin" / (f"{name}-{version}" + (f"-{tags}" if tags else ""))
+    if name in BUILT_WITH:
+        return source_build(BUILT_WITH[name])[name]
+    package, version, tags, ldflags = GO_TOOLS[name]
+    recipe = hashlib.sha256(f"{tags} {ldflags}".encode()).hexdigest()[:8] if ldflags else tags
+    target_dir = CACHE / "bin" / (f"{name}-{version}" + (f"-{recipe}" if recipe else ""))
     binary = target_dir / name
     if binary.exists():
         return binary
@@ -207,7 +256,13 @@ def go_tool(name: str) -> Path:
         if not binary.exists():  # another process may have built it while this one waited
             started = time.monotonic()
             _run(
-                [_go(), "install", *(["-tags", tags] if tags else []), f"{package}@{version}"],
+                [
+                    _go(),
+                    "install",
+                    *(["-tags", tags] if tags else []),
+                    *(["-ldflags", ldflags] if ldflags else []),
+                    f"{package}@{version}",
+                ],
                 go_env(toolchain=TOOLCHAINS.get(name, "local"), GOBIN=str(target_dir)),
             )
             BUILD_TIMES[f"build {name} {version}"] = time.monotonic() - started
@@ -266,6 +321,8 @@ def _copy_module_source(build: SourceBuild, dest: Path, env: dict[str, str]) -> 
                     target = dest / member[len(prefix) :]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(archive.read(member))
+    elif build.upstream_tree:
+        shutil.copytree(unpacked_sources() / build.upstream_tree, dest)
     else:
         info = json.loads(_run([_go(), "mod", "download", "-json", f"{build.module}@{build.version}"], env))
         shutil.copytree(info["Dir"], dest)
@@ -302,6 +359,7 @@ def _unpack_upstream(target: Path, name: str, digest: str) -> None:
 # Upstream source snapshots (file in <sources>/src -> sha256, as SOURCES.md lists them) that builds use.
 UPSTREAM_TARBALLS = {
     "mcs-api-controllers-ded161af6ea9.tar.gz": "95fcb7c32ba071a5bb56f09a9d98a5fb5a6a10d1a0d0dc9ce5eaa3608058a57c",
+    "kube-state-metrics-v2.20.0.tar.gz": "11a17f1f7132b707c12d5b34bdf5b2a526fa1c8496c72fcad1b115fbe1f28dda",
 }
 
 

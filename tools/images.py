@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # pyinfra's CLI patches the standard library for gevent when imported: before anything imports ssl.
 import pyinfra_cli  # noqa: F401
@@ -85,9 +86,15 @@ def _kube(name: str) -> Callable[[], dict[str, Path]]:
     return lambda: {f"usr/local/bin/{name}": kube_build([name])[name]}
 
 
-def _static_binary(build: str, binary: str, user: str = "") -> Recipe:
-    """A source build's static binary alone at /<binary>, its entrypoint: what a distroless/static image holds."""
-    return Recipe(lambda: {binary: source_build(build)[binary]}, entrypoint=(f"/{binary}",), user=user, env=PATH)
+def _static_binary(build: str, binary: str, user: str = "", at: str = "", **recipe: Any) -> Recipe:
+    """A static binary (a source build's, or a Go tool's where `build` is "") alone in the image, at /<binary>
+    unless `at` says where, as its entrypoint: what a distroless/static or busybox image holds of it."""
+    path = at or binary
+
+    def files() -> dict[str, Path]:
+        return {path: source_build(build)[binary] if build else go_tool(binary)}
+
+    return Recipe(files, entrypoint=(f"/{path}",), user=user, env=PATH, **recipe)
 
 
 def _pause() -> dict[str, Path]:
@@ -251,6 +258,32 @@ RECIPES: dict[str, Recipe] = {
     # 65534 and the speaker as root with NET_RAW (it answers ARP for the VIPs on the node's network).
     "metallb-controller": _static_binary("metallb", "controller", user="65534"),
     "metallb-speaker": _static_binary("metallb", "speaker"),
+    # kube-prometheus-stack's: their Dockerfiles put each static binary on busybox (distroless for
+    # kube-state-metrics), as nobody. The operator names /bin/prometheus-config-reloader as the command.
+    "prometheus-operator": _static_binary("prometheus-operator", "operator", user="65534", at="bin/operator"),
+    "prometheus-config-reloader": _static_binary(
+        "prometheus-operator", "prometheus-config-reloader", user="65534", at="bin/prometheus-config-reloader"
+    ),
+    "prometheus": _static_binary(
+        "prometheus",
+        "prometheus",
+        user="65534",
+        at="bin/prometheus",
+        workdir="/prometheus",
+        cmd=("--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"),
+    ),
+    "alertmanager": _static_binary(
+        "alertmanager",
+        "alertmanager",
+        user="65534",
+        at="bin/alertmanager",
+        workdir="/alertmanager",
+        cmd=("--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"),
+    ),
+    "node-exporter": _static_binary("", "node_exporter", user="65534", at="bin/node_exporter"),  # distroless
+    "kube-state-metrics": _static_binary(
+        "kube-state-metrics", "kube-state-metrics", user="65534", cmd=("--port=8080", "--telemetry-port=8081")
+    ),
     # install.yaml passes redis-server's arguments only (`--save "" --appendonly no --requirepass ...`).
     "argocd-redis": Recipe(lambda: {}, rootfs="redis", entrypoint=("/usr/bin/redis-server",), user="999", env=PATH),
 }
@@ -487,6 +520,14 @@ def _build_image(name: str, ref: str) -> tuple[Path, str]:
         [config_digest, manifest_digest, *(layer.digest for layer in layers)],
     )
     return layout, manifest_digest
+
+
+def image_size(name: str) -> int:
+    """The compressed size of a built image (its layers and config, as a registry stores them), in bytes."""
+    layout = LAYOUTS / name
+    entry = json.loads((layout / "index.json").read_text())["manifests"][0]
+    manifest = json.loads((layout / "blobs" / "sha256" / entry["digest"].split(":")[1]).read_bytes())
+    return int(manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"]))
 
 
 def _write_layout(layout: Path, manifest_digest: str, size: int, tag: str, blobs: list[str]) -> None:

@@ -163,7 +163,7 @@ def _checksum_file(mirror: Path, spec: dict[str, str], url: str, digest: str) ->
 
 # The platform apps whose charts the lab's mirror serves as a Helm repository (tools/upstream.py says where
 # each chart comes from); the others are not in the lab's set yet (docs/lab.md).
-LAB_CHARTS = ("sealed-secrets", "metrics-server", "metallb")
+LAB_CHARTS = ("sealed-secrets", "metrics-server", "metallb", "kube-prometheus-stack")
 # index.yaml and the archives carry fixed times, so a rebuild of the same charts is byte for byte the same.
 EPOCH = "1970-01-01T00:00:00Z"
 

@@ -4,8 +4,11 @@ that run in a namespace of their own (removed afterwards)."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,8 +17,13 @@ from tasks.kube_client import Cluster, ClusterError, connect
 from tasks.settings import Settings, load_settings
 from tasks.state import LocalState
 from tests.conftest import SANDBOX, load_inventory, run_lab
+from tools.lab.constants import SSH_KEY
+from tools.lab.git_server import lab_repo_url
 
 NAMESPACE = "lab-live-tests"
+ARGO = "argoproj.io/v1alpha1"
+ARGOCD_NAMESPACE = "argocd"
+SYNC_DEADLINE_S = 300
 
 
 # Package scope: torn down once tests/live is done, before tests/releases replaces the lab with another cluster
@@ -99,3 +107,77 @@ def pulls_by_address(log: str) -> dict[str, set[str]]:
         if m := pattern.match(line):
             pulls.setdefault(m[1], set()).add(m[2])
     return pulls
+
+
+# ---- gitops-repo over SSH (the GitLab SSH endpoint stand-in on the platform host) and Argo CD
+
+
+def git_env() -> dict[str, str]:
+    ssh = (f"ssh -i {SSH_KEY} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no "
+           "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
+    return dict(os.environ, GIT_SSH_COMMAND=ssh, GIT_TERMINAL_PROMPT="0")
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, env=git_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"git {' '.join(args)}: {proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def repo_url(lab_settings) -> str:
+    return lab_repo_url(lab_settings.gitlab_group, str(lab_settings.platform.address))
+
+
+@pytest.fixture(scope="module")
+def checkout(repo_url, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("gitops") / "gitops-repo"
+    git("clone", "-q", repo_url, str(work))
+    return work
+
+
+def head(repo_url: str) -> str:
+    return git("ls-remote", repo_url, "refs/heads/main").split()[0]
+
+
+def commit_and_push(work: Path, message: str) -> str:
+    identity = ["-c", "user.name=lab live test", "-c", "user.email=live@gitops-lab.invalid"]
+    git(*identity, "add", "-A", cwd=work)
+    git(*identity, "commit", "-qm", message, cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work).strip()
+
+
+def refresh(cluster, app: str = "root") -> None:
+    cluster.patch(ARGO, "Application", app, ARGOCD_NAMESPACE,
+                  {"metadata": {"annotations": {"argocd.argoproj.io/refresh": "normal"}}}, "lab-live-test", merge=True)
+
+
+def root_status(cluster) -> dict:
+    app = cluster.get(ARGO, "Application", "root", ARGOCD_NAMESPACE) or {}
+    status = app.get("status", {})
+    return {"sync": status.get("sync", {}).get("status"), "revision": status.get("sync", {}).get("revision"),
+            "health": status.get("health", {}).get("status"),
+            "conditions": [c.get("message", "")[:300] for c in status.get("conditions", [])]}
+
+
+def wait_synced(cluster, revision: str, what: str, timeout_s: float = SYNC_DEADLINE_S) -> None:
+    last: dict = {}
+    refreshed = 0.0
+
+    def synced():
+        nonlocal last, refreshed
+        last = root_status(cluster)
+        if last["sync"] == "Synced" and last["health"] == "Healthy" and last["revision"] == revision:
+            return True
+        if time.monotonic() - refreshed > 15:
+            refresh(cluster)
+            refreshed = time.monotonic()
+        return False
+
+    deadline = time.monotonic() + timeout_s
+    while not synced():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what}: the root app did not reach Synced/Healthy at {revision[:12]} within "
+                        f"{timeout_s:.0f}s; last status: {last}")
+        time.sleep(2)

@@ -11,7 +11,6 @@ own polling, at its defaults, and timed."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -26,15 +25,25 @@ from tasks.settings import CHART_IMAGES
 from tasks.state import LocalState
 from tests.acceptance import checks as acceptance
 from tests.conftest import REPO
-from tests.live.conftest import pulls_by_address, registry_log, wait_for
+from tests.live.conftest import (
+    ARGO,
+    ARGOCD_NAMESPACE as NAMESPACE,
+    SYNC_DEADLINE_S,
+    commit_and_push,
+    git,
+    git_env,
+    head,
+    pulls_by_address,
+    registry_log,
+    root_status,
+    wait_for,
+    wait_synced,
+)
 from tools.lab.constants import SSH_KEY
-from tools.lab.git_server import SEED_MESSAGE, lab_repo_url
+from tools.lab.git_server import SEED_MESSAGE
 
-ARGO = "argoproj.io/v1alpha1"
-NAMESPACE = "argocd"
 PROBE = "gitops-loop-probe"
 MEASURED: dict[str, float] = {}
-SYNC_DEADLINE_S = 300
 HEAL_DEADLINE_S = 120
 
 
@@ -50,77 +59,6 @@ def report():
 def measure(name: str, started: float) -> None:
     MEASURED[name] = round(time.monotonic() - started, 1)
     print(f"{name}: {MEASURED[name]}s")
-
-
-def git_env() -> dict[str, str]:
-    ssh = (f"ssh -i {SSH_KEY} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no "
-           "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
-    return dict(os.environ, GIT_SSH_COMMAND=ssh, GIT_TERMINAL_PROMPT="0")
-
-
-def git(*args: str, cwd: Path | None = None) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, env=git_env(), capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, f"git {' '.join(args)}: {proc.stderr}"
-    return proc.stdout
-
-
-@pytest.fixture(scope="module")
-def repo_url(lab_settings) -> str:
-    return lab_repo_url(lab_settings.gitlab_group, str(lab_settings.platform.address))
-
-
-@pytest.fixture(scope="module")
-def checkout(repo_url, tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("gitops-loop") / "gitops-repo"
-    git("clone", "-q", repo_url, str(work))
-    return work
-
-
-def head(repo_url: str) -> str:
-    return git("ls-remote", repo_url, "refs/heads/main").split()[0]
-
-
-def commit_and_push(work: Path, message: str) -> str:
-    identity = ["-c", "user.name=lab live test", "-c", "user.email=live@gitops-lab.invalid"]
-    git(*identity, "add", "-A", cwd=work)
-    git(*identity, "commit", "-qm", message, cwd=work)
-    git("push", "-q", "origin", "HEAD:main", cwd=work)
-    return git("rev-parse", "HEAD", cwd=work).strip()
-
-
-def refresh(cluster, app: str = "root") -> None:
-    cluster.patch(ARGO, "Application", app, NAMESPACE,
-                  {"metadata": {"annotations": {"argocd.argoproj.io/refresh": "normal"}}}, "lab-live-test", merge=True)
-
-
-def root_status(cluster) -> dict:
-    app = cluster.get(ARGO, "Application", "root", NAMESPACE) or {}
-    status = app.get("status", {})
-    return {"sync": status.get("sync", {}).get("status"), "revision": status.get("sync", {}).get("revision"),
-            "health": status.get("health", {}).get("status"),
-            "conditions": [c.get("message", "")[:300] for c in status.get("conditions", [])]}
-
-
-def wait_synced(cluster, revision: str, what: str, timeout_s: float = SYNC_DEADLINE_S) -> None:
-    last: dict = {}
-    refreshed = 0.0
-
-    def synced():
-        nonlocal last, refreshed
-        last = root_status(cluster)
-        if last["sync"] == "Synced" and last["health"] == "Healthy" and last["revision"] == revision:
-            return True
-        if time.monotonic() - refreshed > 15:
-            refresh(cluster)
-            refreshed = time.monotonic()
-        return False
-
-    deadline = time.monotonic() + timeout_s
-    while not synced():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"{what}: the root app did not reach Synced/Healthy at {revision[:12]} within "
-                        f"{timeout_s:.0f}s; last status: {last}")
-        time.sleep(2)
 
 
 def test_gitlab_s_names_are_in_cluster_dns_and_its_host_keys_among_argo_cd_s_known_hosts(cluster, lab_settings):

@@ -1,13 +1,13 @@
 """Alert rules, Alertmanager routing and the Slack messages, with real Prometheus tools.
 
-Versions: promtool, amtool, and the Prometheus and Alertmanager servers are built at the cluster's versions
-(Prometheus 3.x, Alertmanager 0.34) from the Go module proxy (tests/tools.py; their web UIs are left out);
+Versions: promtool, amtool, and the Prometheus and Alertmanager servers are built at the versions the lab's
+cluster runs (Prometheus v3.14.0, Alertmanager v0.34.0: the same builds as the lab's images) from the Go
+module proxy (tools/gobuild.py; their web UIs are left out); Slack is a stand-in (tests/slack_stand_in.py);
 the rules are also unit-tested with Debian's promtool 2.42.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
@@ -22,6 +22,7 @@ import yaml
 from tests.conftest import REPO, unavailable
 from tests.observability.stack import alertmanager_config, write_rules_file
 from tests.processes import stop_process
+from tests.slack_stand_in import SlackStandIn
 from tools.gobuild import ToolUnavailable, go_tool
 
 DEBIAN = {"promtool": "/usr/bin/promtool", "prometheus": "/usr/bin/prometheus"}
@@ -94,7 +95,9 @@ def test_storefront_alerts_work_with_either_ingress_controller(controller, sandb
 def test_rule_unit_tests_fail_when_a_rule_is_wrong(repo, promtool, tmp_path):
     """The unit tests can fail: with the crash-loop threshold raised they must."""
     rules = write_rules_file(repo, tmp_path / "rules.yaml")
-    rules.write_text(rules.read_text().replace('reason="CrashLoopBackOff"}[5m]) >= 1', 'reason="CrashLoopBackOff"}[5m]) >= 2'))
+    wrong = rules.read_text().replace('[5m])) >= 1', '[5m])) >= 2')  # the CrashLoopBackOff threshold
+    assert wrong != rules.read_text(), "the control case no longer finds the threshold it changes"
+    rules.write_text(wrong)
     shutil.copy(REPO / "tests" / "observability" / "rules_test.yaml", tmp_path / "rules_test.yaml")
     proc = run([promtool, "test", "rules", "rules_test.yaml"], cwd=tmp_path)
     assert proc.returncode != 0 and "BoutiquePodCrashLooping" in proc.stdout + proc.stderr
@@ -185,6 +188,8 @@ class Exporter:
                     f'container="server",reason="CrashLoopBackOff"}} {crash}\n'
                     f'kube_pod_container_status_restarts_total{{namespace="boutique-dev",pod="cartservice-7d9f",'
                     f'container="server"}} {exporter.restarts}\n'
+                    f'kube_pod_container_info{{namespace="boutique-dev",pod="cartservice-7d9f",container="server",'
+                    f'image="cartservice"}} 1\n'
                     f'kube_node_status_condition{{node="k8s-worker1",condition="MemoryPressure",status="true"}} {pressure}\n'
                     f'kube_node_status_condition{{node="k8s-worker1",condition="Ready",status="true"}} 1\n'
                 ).encode()
@@ -202,33 +207,6 @@ class Exporter:
 
     def heal(self) -> None:
         self.healthy = True
-
-
-class SlackSink:
-    """A local HTTP server standing in for Slack's incoming webhook; keeps every message."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict] = []
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                sink.messages.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def find(self, status: str, alertname: str) -> list[dict]:
-        return [a for m in self.messages for a in m.get("attachments", [])
-                if a.get("title", "").startswith(f"[{status.upper()}") and alertname in a.get("title", "")]
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen:
@@ -253,7 +231,7 @@ def test_both_user_alerts_reach_slack_and_resolve(repo, tmp_path):
     points at the sink."""
     prometheus_bin = str(built("prometheus"))
     alertmanager_bin = str(built("alertmanager"))
-    exporter, sink = Exporter(), SlackSink()
+    exporter, sink = Exporter(), SlackStandIn()
     prom_port, am_port = free_port(), free_port()
 
     write_rules_file(repo, tmp_path / "rules.yaml", shorten_for="2s", shorten_ranges="5s")
@@ -268,7 +246,7 @@ def test_both_user_alerts_reach_slack_and_resolve(repo, tmp_path):
     config = alertmanager_config(repo)
     config["route"].update(group_wait="1s", group_interval="2s", repeat_interval="1h")
     webhook_file = tmp_path / "slack-webhook-url"
-    webhook_file.write_text(f"http://127.0.0.1:{sink.port}/services/T000/B000/XXXX")
+    webhook_file.write_text(sink.url)
     for receiver in config["receivers"]:
         for slack in receiver.get("slack_configs", []):
             slack["api_url_file"] = str(webhook_file)
@@ -307,4 +285,4 @@ def test_both_user_alerts_reach_slack_and_resolve(repo, tmp_path):
         for proc in processes:
             stop_process(proc)
         exporter.server.shutdown()
-        sink.server.shutdown()
+        sink.close()

@@ -20,6 +20,7 @@ KNOWN_METRICS = {
     # kube-state-metrics (kube-prometheus-stack subchart)
     "kube_pod_container_status_restarts_total": "kube-state-metrics",
     "kube_pod_container_status_waiting_reason": "kube-state-metrics",
+    "kube_pod_container_info": "kube-state-metrics",
     "kube_pod_container_resource_requests": "kube-state-metrics",
     "kube_deployment_status_replicas_available": "kube-state-metrics",
     "kube_deployment_spec_replicas": "kube-state-metrics",
