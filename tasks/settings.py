@@ -465,51 +465,38 @@ def _images(values: dict[str, Any], key: str) -> dict[str, dict[str, str]]:
     return {name: {"ref": ref, "digest": ""} for name, ref in images.items()}
 
 
-def _apps_left_out(values: dict[str, Any], key: str) -> dict[str, str]:
+def _left_out(known_names: Callable[[], Iterable[str]], unknown: str, what: str) -> Parser:
+    """Parser of a `name -> reason` setting whose names are `known_names()` (each reason is printed by every
+    deploy, so it must say something)."""
+
+    def parse(values: dict[str, Any], key: str) -> dict[str, str]:
+        entries = _required(values, key)
+        known = tuple(known_names())
+        for name, reason in entries.items():
+            if name not in known:
+                raise SettingsError(
+                    f"{key}.{name}", unknown, f"use one of {what}: {', '.join(known)}", example=NO_EXAMPLE
+                )
+            if not isinstance(reason, str) or not reason.strip():
+                raise SettingsError(
+                    f"{key}.{name}",
+                    "gives no reason",
+                    "say why it is left out: every deploy prints it",
+                    example="its software cannot run at this site",
+                )
+        return {name: reason.strip() for name, reason in entries.items()}
+
+    return parse
+
+
+def _application_names() -> list[str]:
     from tasks.gitops_repo import application_names  # (it imports this module: read at validation time)
 
-    apps = _required(values, key)
-    known = application_names()
-    for name, reason in apps.items():
-        if name not in known:
-            raise SettingsError(
-                f"{key}.{name}",
-                "names no Application of the gitops repository",
-                f"use one of its names: {', '.join(known)}",
-                example=NO_EXAMPLE,
-            )
-        if not isinstance(reason, str) or not reason.strip():
-            raise SettingsError(
-                f"{key}.{name}",
-                "gives no reason",
-                "say why it is left out: every deploy prints it",
-                example="its Helm chart repository is not reachable from this site",
-            )
-    return {name: reason.strip() for name, reason in apps.items()}
+    return application_names()
 
 
 # Parts of kube-prometheus-stack a site can leave out (monitoring_left_out), for software it cannot run.
 MONITORING_PARTS = ("grafana", "admission-webhooks")
-
-
-def _monitoring_left_out(values: dict[str, Any], key: str) -> dict[str, str]:
-    parts = _required(values, key)
-    for name, reason in parts.items():
-        if name not in MONITORING_PARTS:
-            raise SettingsError(
-                f"{key}.{name}",
-                "is not a part of kube-prometheus-stack this deploy can leave out",
-                f"use one of: {', '.join(MONITORING_PARTS)}",
-                example=NO_EXAMPLE,
-            )
-        if not isinstance(reason, str) or not reason.strip():
-            raise SettingsError(
-                f"{key}.{name}",
-                "gives no reason",
-                "say why it is left out: every deploy prints it",
-                example="its image cannot be pulled at this site",
-            )
-    return {name: reason.strip() for name, reason in parts.items()}
 
 
 def _mirror_project(values: dict[str, Any], key: str) -> str:
@@ -910,13 +897,15 @@ class Settings:
     )
     gitops_apps_left_out: dict[str, str] = setting(
         dict,
-        _apps_left_out,
+        _left_out(_application_names, "names no Application of the gitops repository", "its names"),
         "Applications of the gitops repository left out of what Argo CD installs: name -> reason (printed by every "
         "deploy; {}: none left out)",
     )
     monitoring_left_out: dict[str, str] = setting(
         dict,
-        _monitoring_left_out,
+        _left_out(
+            lambda: MONITORING_PARTS, "is not a part of kube-prometheus-stack this deploy can leave out", "the parts"
+        ),
         "parts of kube-prometheus-stack left out: grafana and/or admission-webhooks (the operator's webhook and "
         "the job making its certificate) -> reason (printed by every deploy; {}: none left out)",
     )

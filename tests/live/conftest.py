@@ -4,6 +4,7 @@ that run in a namespace of their own (removed afterwards)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -16,7 +17,7 @@ import yaml
 from tasks.kube_client import Cluster, ClusterError, connect
 from tasks.settings import Settings, load_settings
 from tasks.state import LocalState
-from tests.conftest import SANDBOX, load_inventory, run_lab
+from tests.conftest import REPO, SANDBOX, load_inventory, run_lab
 from tools.lab.constants import SSH_KEY
 from tools.lab.git_server import lab_repo_url
 
@@ -44,6 +45,31 @@ def namespace(cluster):
     cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
     yield NAMESPACE
     cluster.delete("v1", "Namespace", NAMESPACE)
+
+
+class Measurements:
+    """The times a live test module measures: printed as they come, written to reports/<name>.json at the
+    module's end (its `report` fixture: `report = measure.report_fixture()`)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.times: dict[str, float] = {}
+
+    def __call__(self, what: str, started: float) -> float:
+        self.times[what] = round(time.monotonic() - started, 1)
+        print(f"{what}: {self.times[what]}s")
+        return self.times[what]
+
+    def report_fixture(self):
+        @pytest.fixture(scope="module", autouse=True)
+        def report():
+            yield
+            out = REPO / "reports" / f"{self.name}.json"
+            out.parent.mkdir(exist_ok=True)
+            out.write_text(json.dumps(self.times, indent=2) + "\n")
+            print(f"\n{self.name}, measured (s): {self.times} -> {out}")
+
+        return report
 
 
 def pinned(settings: Settings, name: str) -> str:

@@ -10,7 +10,6 @@ own polling, at its defaults, and timed."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
@@ -24,11 +23,10 @@ from tasks.kube_client import ClusterError
 from tasks.settings import CHART_IMAGES
 from tasks.state import LocalState
 from tests.acceptance import checks as acceptance
-from tests.conftest import REPO
 from tests.live.conftest import (
     ARGO,
-    ARGOCD_NAMESPACE as NAMESPACE,
     SYNC_DEADLINE_S,
+    Measurements,
     commit_and_push,
     git,
     git_env,
@@ -39,26 +37,16 @@ from tests.live.conftest import (
     wait_for,
     wait_synced,
 )
+from tests.live.conftest import (
+    ARGOCD_NAMESPACE as NAMESPACE,
+)
 from tools.lab.constants import SSH_KEY
 from tools.lab.git_server import SEED_MESSAGE
 
 PROBE = "gitops-loop-probe"
-MEASURED: dict[str, float] = {}
 HEAL_DEADLINE_S = 120
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report():
-    yield
-    out = REPO / "reports" / "gitops-loop.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(MEASURED, indent=2) + "\n")
-    print(f"\ngitops loop, measured (s): {MEASURED} -> {out}")
-
-
-def measure(name: str, started: float) -> None:
-    MEASURED[name] = round(time.monotonic() - started, 1)
-    print(f"{name}: {MEASURED[name]}s")
+measure = Measurements("gitops-loop")
+report = measure.report_fixture()
 
 
 def test_gitlab_s_names_are_in_cluster_dns_and_its_host_keys_among_argo_cd_s_known_hosts(cluster, lab_settings):

@@ -17,7 +17,6 @@ The project's own crash-loop alert is the one measured: kube-prometheus-stack's 
 from __future__ import annotations
 
 import base64
-import json
 import time
 from contextlib import contextmanager
 
@@ -26,8 +25,8 @@ import yaml
 
 from tasks import sealed_secrets as sealing
 from tasks.state import LocalState
-from tests.conftest import REPO, run_lab
-from tests.live.conftest import commit_and_push, git, pinned, refresh, wait_for, wait_synced
+from tests.conftest import run_lab
+from tests.live.conftest import Measurements, commit_and_push, git, pinned, refresh, wait_for, wait_synced
 from tests.slack_stand_in import SlackStandIn
 from tools.lab.constants import BRIDGE_ADDR
 
@@ -39,27 +38,13 @@ TARGETS_DEADLINE_S = 180  # two scrapes at the chart's 30 s interval, after Prom
 UNSEAL_DEADLINE_S = 300
 # a crash loop within ~30 s, a scrape and an evaluation (30 s each), `for: 2m`, Alertmanager's group_wait 30 s
 FIRING_DEADLINE_S = 420
-# the crash-loop rule looks 5 minutes back (max_over_time), then Alertmanager's group_interval (5 min)
-RESOLVED_DEADLINE_S = 900
+# the next evaluation after healing, then Alertmanager's group_interval (alert_group_interval_s; 5 min at most)
+RESOLVED_DEADLINE_S = 420
 CRASHING_NAMESPACE = "boutique-dev"  # the rule watches Online Boutique's namespaces
 KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
 WORKERS = "lab.gitops/role=worker"
-MEASURED: dict[str, float] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report():
-    yield
-    out = REPO / "reports" / "monitoring-lab.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(MEASURED, indent=2) + "\n")
-    print(f"\nmonitoring, measured (s): {MEASURED} -> {out}")
-
-
-def measure(name: str, started: float) -> float:
-    MEASURED[name] = round(time.monotonic() - started, 1)
-    print(f"{name}: {MEASURED[name]}s")
-    return MEASURED[name]
+measure = Measurements("monitoring-lab")
+report = measure.report_fixture()
 
 
 def _through_service(cluster, what: str, path: str, query: tuple[tuple[str, str], ...] = ()):
