@@ -16,6 +16,9 @@ grafana_host = "grafana.local"
 # fixes; kept for sites that already run it). Ingress objects, names and TLS are the same with either.
 ingress_controller = "traefik"
 ingress_class = "traefik"  # the IngressClass the controller registers and every Ingress names
+# What ships pod logs to Loki: alloy (Grafana Alloy, maintained) | promtail (end of life upstream since March
+# 2026: no fixes; every deploy that picks it says so). docs/observability.md: moving from one to the other.
+log_shipper = "alloy"
 
 # --- the network the hosts' static addresses live in (inventories/lab.py holds the addresses)
 node_network = "192.168.10.0/24"

@@ -109,6 +109,8 @@ sandbox = (
             "(validated by rendering only)",
             "promtail": "cannot be built here: Promtail is part of Loki's AGPL code base (validated by rendering "
             "only); its successor Alloy is not served by the Go module proxy",
+            "alloy": "cannot be built here: Grafana Alloy is not served by the Go module proxy, nor is its chart "
+            "(validated at the gitops layer only)",
             "traefik": "cannot be built here: Traefik v3.7.11 needs github.com/containous/go-http-auth at a "
             "2026 pseudo-version and its nested module github.com/traefik/traefik/dynamic/ext, both refused by "
             "the Go module proxy (validated by rendering only)",

@@ -131,6 +131,7 @@ PLATFORM_APPS = [
         "18.11.0",
         privileged_namespace=True,
     ),
+    # The log shipper, one of log_shipper's options: Promtail (end of life) or Grafana Alloy, its successor.
     PlatformApp(
         "promtail",
         "monitoring",
@@ -138,6 +139,15 @@ PLATFORM_APPS = [
         "https://grafana.github.io/helm-charts",
         "promtail",
         "6.17.1",
+        privileged_namespace=True,
+    ),
+    PlatformApp(
+        "alloy",
+        "monitoring",
+        0,
+        "https://grafana.github.io/helm-charts",
+        "alloy",
+        "1.11.1",
         privileged_namespace=True,
     ),
 ]

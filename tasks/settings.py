@@ -35,11 +35,16 @@ ROLES = ("platform", "control_plane", "worker")
 CNIS = ("calico", "cilium")
 STORAGE_CLASSES = ("local-path", "nfs")
 INGRESS_CONTROLLERS = ("traefik", "ingress-nginx")
+LOG_SHIPPERS = ("alloy", "promtail")
 # Components still offered because a site may run them, retired upstream: printed whenever a deploy uses one.
 RETIRED = {
     ("ingress_controller", "ingress-nginx"): (
         "ingress-nginx was retired upstream in March 2026 (final chart 4.15.1, controller 1.15.1): it gets no "
         'security fixes. ingress_controller = "traefik" is the maintained choice (docs/gitops-repo.md)'
+    ),
+    ("log_shipper", "promtail"): (
+        "Promtail reached end of life in March 2026 (final chart 6.17.1): it gets no fixes. "
+        'log_shipper = "alloy" (Grafana Alloy, its successor) is the maintained choice (docs/observability.md)'
     ),
 }
 KUBE_PROXY_MODES = ("iptables", "ipvs", "nftables")
@@ -804,6 +809,9 @@ class Settings:
         str, _choice(INGRESS_CONTROLLERS), "ingress controller: traefik, or ingress-nginx (retired upstream)"
     )
     ingress_class: str = setting(str, _label, "IngressClass the ingress controller registers, used by every Ingress")
+    log_shipper: str = setting(
+        str, _choice(LOG_SHIPPERS), "what ships pod logs to Loki: alloy, or promtail (end of life upstream)"
+    )
     # ---- the hosts' network and time
     node_network: ipaddress.IPv4Network = setting(str, _network, "the subnet all host addresses live in (CIDR)")
     ntp_upstream_servers: tuple[str, ...] = setting(
@@ -1589,7 +1597,12 @@ CHART_IMAGES = {
 }
 # The platform apps that exist only with one choice, (setting, value): the gitops repo renders them (and the
 # nodes pull their images) only when the setting has that value.
-CHART_CHOICES = {"traefik": ("ingress_controller", "traefik"), "ingress-nginx": ("ingress_controller", "ingress-nginx")}
+CHART_CHOICES = {
+    "traefik": ("ingress_controller", "traefik"),
+    "ingress-nginx": ("ingress_controller", "ingress-nginx"),
+    "alloy": ("log_shipper", "alloy"),
+    "promtail": ("log_shipper", "promtail"),
+}
 # With image_mirror_project, the registries whose pulls go to the private registry: the catalog's, and the
 # public registries most charts and manifests name.
 MIRRORED_REGISTRIES = ("registry.k8s.io", "quay.io", "docker.io", "ghcr.io")

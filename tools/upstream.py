@@ -184,6 +184,14 @@ SHARED_CHARTS = {
 }
 
 
+# Pinned charts with no source here at all (in no module the Go module proxy serves, not among the shared
+# sources): validated at the gitops layer only (their Application and values file), never rendered here.
+NO_SOURCE_CHARTS = {
+    "alloy": "Grafana Alloy's chart is in github.com/grafana/alloy, which the Go module proxy does not serve, and "
+    "not among the shared sources",
+}
+
+
 class ChartUnavailable(LookupError):
     pass
 
@@ -205,6 +213,8 @@ def chart(name: str, version: str) -> bytes:
             )
     elif name in MODULE_CHARTS:
         archive = chart_archive(*MODULE_CHARTS[name])
+    elif name in NO_SOURCE_CHARTS:
+        raise ChartUnavailable(f"no source here for chart {name} {version}: {NO_SOURCE_CHARTS[name]}")
     else:
         raise ChartUnavailable(f"no source here for chart {name} {version}: add it to tools/upstream.py")
     archive = helm_packaged(archive)

@@ -124,6 +124,32 @@ def test_either_ingress_controller_renders_a_valid_repo_with_the_same_ingresses(
     assert argocd["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] == {"number": 443}
 
 
+@pytest.mark.parametrize("shipper", ["alloy", "promtail"])
+def test_either_log_shipper_renders_a_valid_repo_shipping_to_the_same_loki(shipper, tmp_path):
+    """log_shipper picks the shipper's Application (the other is not rendered); both push every pod's log to
+    the same Loki gateway with namespace, pod and container labels, so Loki, the dashboards and the runbook
+    do not depend on which one runs. Alloy's chart cannot be rendered here (tools/upstream.py
+    NO_SOURCE_CHARTS): its configuration is checked as text."""
+    settings = replace(settings_of("sandbox.py"), log_shipper=shipper)
+    repo = render_gitops_repo(settings, tmp_path / "repo", IMAGE_TAG)
+    assert validate(settings, repo) == []
+    apps = {o["metadata"]["name"] for o in yaml.safe_load_all((repo / "argocd/apps/platform.yaml").read_text()) if o}
+    other = {"alloy": "promtail", "promtail": "alloy"}[shipper]
+    assert shipper in apps and other not in apps and "loki" in apps
+    values = yaml.safe_load((repo / f"platform/{shipper}/values.yaml").read_text())
+    loki = "http://loki-gateway.monitoring.svc/loki/api/v1/push"
+    if shipper == "promtail":
+        assert values["config"]["clients"] == [{"url": loki}]
+        assert any("Promtail reached end of life" in notice for notice in settings.retired_choices())
+    else:
+        config = values["alloy"]["configMap"]["content"]
+        assert f'url = "{loki}"' in config and values["controller"]["type"] == "daemonset"
+        for label in ("namespace", "pod", "container"):
+            assert f'target_label  = "{label}"' in config
+        assert config.count("{") == config.count("}")  # the blocks close (River has no parser here)
+        assert not any("Promtail" in notice for notice in settings.retired_choices())
+
+
 def test_the_storefront_refuses_the_controller_that_is_not_chosen(tmp_path):
     """Control case: the policy rendered for Traefik, validated as if Ingress-NGINX were chosen, fails."""
     settings = replace(settings_of("sandbox.py"), ingress_controller="traefik")
@@ -152,7 +178,7 @@ def test_overlays_differ_as_designed(rendered):
 def test_platform_apps_are_ordered_and_pinned():
     waves = {app.name: app.wave for app in PLATFORM_APPS}
     assert waves["metallb"] < waves["metallb-config"] < waves["ingress-nginx"] == waves["traefik"]
-    assert waves["kube-prometheus-stack"] < waves["promtail"]
+    assert waves["kube-prometheus-stack"] < waves["loki"] < waves["promtail"] == waves["alloy"]
     assert all(re.match(r"^\d+\.\d+\.\d+$", app.version) for app in PLATFORM_APPS if app.chart)
     assert next(a for a in PLATFORM_APPS if a.name == "ingress-nginx").version == "4.15.1"
 

@@ -12,11 +12,11 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from tasks.gitops_repo import render_gitops_repo
-from tasks.settings import load_settings
+from tasks.gitops_repo import PLATFORM_APPS, render_gitops_repo
+from tasks.settings import CHART_IMAGES, load_settings
 from tests.conftest import REPO, load_inventory
 from tests.validation.charts import CHARTED_APPS, chart_templates, rendered_objects, unknown_keys, values_of
-from tools.upstream import MODULE_CHARTS, SHARED_CHARTS, ChartUnavailable, chart
+from tools.upstream import MODULE_CHARTS, NO_SOURCE_CHARTS, SHARED_CHARTS, ChartUnavailable, chart
 
 IDS = [app.name for app in CHARTED_APPS]
 
@@ -25,7 +25,8 @@ def shipped(inventory: str):
     """The inventory's settings with every Application (what ships), and a digest for every image: a real
     install pins each one (the chart then gets `tag@digest`, which some charts also read as a version)."""
     settings = load_settings(load_inventory(REPO / "inventories" / inventory))
-    pinned = {name: {**image, "digest": image["digest"] or "sha256:" + "0" * 64} for name, image in settings.images.items()}
+    pinned = {name: {**image, "digest": image["digest"] or "sha256:" + "0" * 64}
+              for name, image in settings.images.items()}
     return replace(settings, gitops_apps_left_out={}, images=pinned)
 
 
@@ -49,6 +50,18 @@ def test_every_platform_chart_has_a_verified_source_at_its_pinned_version():
         with tarfile.open(fileobj=io.BytesIO(chart(app.chart, app.version))) as tar:
             member = tar.extractfile(f"{app.chart}/Chart.yaml")
             assert member is not None and yaml.safe_load(member.read())["version"] == app.version
+
+
+def test_only_the_charts_listed_as_without_a_source_are_left_unrendered():
+    """A pinned chart is rendered here unless tools/upstream.py NO_SOURCE_CHARTS names it with its reason; each
+    named chart is pinned, has no source indeed, and is refused with that reason."""
+    unrendered = sorted(app.chart for app in PLATFORM_APPS if app.chart and app not in CHARTED_APPS)
+    assert unrendered == sorted(NO_SOURCE_CHARTS)
+    for app in (a for a in PLATFORM_APPS if a.chart in NO_SOURCE_CHARTS):
+        print(f"not rendered here: {app.chart} {app.version}: {NO_SOURCE_CHARTS[app.chart]}")
+        assert app.chart not in MODULE_CHARTS and f"{app.chart}-{app.version}.tgz" not in SHARED_CHARTS
+        with pytest.raises(ChartUnavailable, match=NO_SOURCE_CHARTS[app.chart][:40]):
+            chart(app.chart, app.version)
 
 
 def test_a_pin_that_no_source_holds_is_refused_naming_what_is_there():
@@ -140,8 +153,8 @@ def test_kube_prometheus_stack_runs_the_catalog_s_images_and_leaves_out_only_wha
     repo = render_gitops_repo(settings, tmp_path / "repo", "a" * 40)
     app = next(a for a in CHARTED_APPS if a.name == "kube-prometheus-stack")
     objects = rendered_objects(app, values_of(repo, app))
-    expected = {f"{settings.images[name]['ref']}@{settings.images[name]['digest']}" for name in ("prometheus-operator", "prometheus-config-reloader", "prometheus", "alertmanager",
-                             "node-exporter", "kube-state-metrics")}
+    expected = {f"{settings.images[name]['ref']}@{settings.images[name]['digest']}"
+                for name in CHART_IMAGES["kube-prometheus-stack"]}
     images = _images_in(objects)
     assert expected <= images, f"catalog images not run: {sorted(expected - images)}"
     others = sorted(image for image in images - expected if "grafana" not in image and "busybox" not in image
