@@ -203,8 +203,6 @@ SOURCE_BUILDS = {
         pinned_zip="cilium",
     ),
 }
-# Tools that come out of another tool's source build.
-BUILT_WITH = {"promtool": "prometheus"}
 BUILD_TIMES: dict[str, float] = {}
 
 
@@ -242,10 +240,10 @@ def _run(cmd: list[str], env: dict, cwd: Path | None = None) -> str:
 
 def go_tool(name: str) -> Path:
     """Path of the tool at its pinned version, building it on first use."""
-    if name in SOURCE_BUILDS:
-        return source_build(name)[name]
-    if name in BUILT_WITH:
-        return source_build(BUILT_WITH[name])[name]
+    # a source build of that name, or the one that has it among its outputs (promtool: Prometheus')
+    build = name if name in SOURCE_BUILDS else next((k for k, b in SOURCE_BUILDS.items() if name in b.outputs), "")
+    if build:
+        return source_build(build)[name]
     package, version, tags, ldflags = GO_TOOLS[name]
     recipe = hashlib.sha256(f"{tags} {ldflags}".encode()).hexdigest()[:8] if ldflags else tags
     target_dir = CACHE / "bin" / (f"{name}-{version}" + (f"-{recipe}" if recipe else ""))

@@ -212,6 +212,25 @@ def memory_pressure(node: str):
         _kubelet_config(node, original)
 
 
+ALERTS = ("BoutiquePodCrashLooping", "LabNodeUnderPressure")  # the user's two alerts, proven together
+
+
+def wait_in_slack(slack, status: str, what: str, since: float, deadline_s: float) -> None:
+    """Every one of ALERTS with `status` (firing, resolved) in the Slack stand-in, each measured from `since`
+    as it arrives (Prometheus -> Alertmanager -> the stand-in)."""
+    seen: set[str] = set()
+
+    def all_seen() -> bool:
+        for alert in ALERTS:
+            if alert not in seen and slack.find(status, alert):
+                seen.add(alert)
+                measure(f"{alert}: {what}", since)
+        return seen == set(ALERTS)
+
+    wait_for(f"{' and '.join(ALERTS)} {status} in the Slack stand-in (Prometheus -> Alertmanager)", all_seen,
+             deadline_s, interval=5)
+
+
 def node_condition(cluster, node: str, kind: str) -> str:
     conditions = (cluster.get("v1", "Node", node) or {}).get("status", {}).get("conditions", [])
     return next((c["status"] for c in conditions if c["type"] == kind), "")
@@ -243,16 +262,7 @@ def test_a_crash_looping_pod_and_a_node_under_pressure_reach_slack_and_resolve(c
             wait_for("the crash-probe pod restarted twice", crash_looping, 120, interval=2)
             measure("pod created to its second restart", started)
 
-            firing: dict[str, float] = {}
-
-            def both_firing() -> bool:
-                for alert in ("BoutiquePodCrashLooping", "LabNodeUnderPressure"):
-                    if alert not in firing and slack.find("firing", alert):
-                        firing[alert] = measure(f"{alert}: the event to its message in Slack", started)
-                return len(firing) == 2
-
-            wait_for("BoutiquePodCrashLooping and LabNodeUnderPressure firing in the Slack stand-in "
-                     "(Prometheus -> Alertmanager)", both_firing, FIRING_DEADLINE_S, interval=5)
+            wait_in_slack(slack, "firing", "the event to its message in Slack", started, FIRING_DEADLINE_S)
             crash = slack.find("firing", "BoutiquePodCrashLooping")[0]
             assert crash["title"] == f"[FIRING:1] BoutiquePodCrashLooping in {CRASHING_NAMESPACE}", crash
             assert f"Pod {CRASHING_NAMESPACE}/crash-probe-" in crash["text"] and "Severity: `warning`" in crash["text"]
@@ -266,16 +276,8 @@ def test_a_crash_looping_pod_and_a_node_under_pressure_reach_slack_and_resolve(c
             cluster.delete("apps/v1", "Deployment", "crash-probe", CRASHING_NAMESPACE)
         wait_for(f"{node} without MemoryPressure again", lambda: node_condition(cluster, node, "MemoryPressure")
                  == "False", 120, interval=2)
-        resolved: dict[str, float] = {}
-
-        def both_resolved() -> bool:
-            for alert in ("BoutiquePodCrashLooping", "LabNodeUnderPressure"):
-                if alert not in resolved and slack.find("resolved", alert):
-                    resolved[alert] = measure(f"{alert}: healed to the resolved message in Slack", healed)
-            return len(resolved) == 2
-
-        wait_for("both alerts resolved in the Slack stand-in", both_resolved, RESOLVED_DEADLINE_S, interval=5)
-        assert all(slack.find("resolved", alert)[0]["color"] == "good" for alert in resolved)
+        wait_in_slack(slack, "resolved", "healed to the resolved message in Slack", healed, RESOLVED_DEADLINE_S)
+        assert all(slack.find("resolved", alert)[0]["color"] == "good" for alert in ALERTS)
     finally:
         if cluster.get("apps/v1", "Deployment", "crash-probe", CRASHING_NAMESPACE):  # left by a failure above
             cluster.delete("apps/v1", "Deployment", "crash-probe", CRASHING_NAMESPACE)
