@@ -5,8 +5,9 @@ Same roles and host names as inventories/lab.py, on the private lab bridge 198.5
 itself is .1). The lab tool reads this file to know which machines to create, so the two never disagree.
 """
 
+from tasks.gitops_repo import application_names
 from tasks.inventory import node
-from tools.lab.constants import CACHE, CHART_MIRROR_URL, MIRROR_DIR, MIRROR_URL, SSH_KEY, lab_workers
+from tools.lab.constants import CACHE, CHART_MIRROR_URL, MIRROR_DIR, MIRROR_URL, SSH_KEY, lab_apps, lab_workers
 
 _ssh = {
     "ssh_user": "root",
@@ -21,6 +22,24 @@ _ssh = {
 platform = [node("mini-pc", "198.51.100.10", **_ssh)]
 control_plane = [node("k8s-master", "198.51.100.11", **_ssh)]
 worker = [node(f"k8s-worker{i}", f"198.51.100.{11 + i}", **_ssh) for i in range(1, lab_workers() + 1)]
+
+# What Argo CD cannot run in the offline lab yet, each with its reason (docs/lab.md, "The lab's app set").
+_left_out = {
+    "loki": "cannot be built here: Loki's code is AGPL-licensed and is not built on these machines "
+    "(validated by rendering only)",
+    "promtail": "cannot be built here: Promtail is part of Loki's AGPL code base (validated by rendering "
+    "only); its successor Alloy is not served by the Go module proxy",
+    "alloy": "cannot be built here: Grafana Alloy is not served by the Go module proxy, nor is its chart "
+    "(validated at the gitops layer only)",
+    "traefik": "cannot be built here: Traefik v3.7.11 needs github.com/containous/go-http-auth at a "
+    "2026 pseudo-version and its nested module github.com/traefik/traefik/dynamic/ext, both refused by "
+    "the Go module proxy (validated by rendering only)",
+    "argocd-ingress": "needs an ingress controller, and traefik is left out",
+    "boutique-dev": "its images come from app-repo's pipeline, which needs GitLab (not installable offline)",
+    "boutique-prod": "its images come from app-repo's pipeline, which needs GitLab (not installable offline)",
+}
+if lab_apps() == "none":  # tools/lab/constants.py LAB_APPS
+    _left_out = dict.fromkeys(application_names(), "LAB_APPS=none: Argo CD without Applications") | _left_out
 
 # Group-wide overrides for the sandbox: the lab network instead of the example 192.168.10.0/24.
 sandbox = (
@@ -103,20 +122,6 @@ sandbox = (
             "admission-webhooks": "its certificate job's image (jkroepke/kube-webhook-certgen) is not served by "
             "the Go module proxy, so it cannot be built here",
         },
-        # What Argo CD cannot run in the offline lab yet, each with its reason (docs/lab.md, "The lab's app set").
-        "gitops_apps_left_out": {
-            "loki": "cannot be built here: Loki's code is AGPL-licensed and is not built on these machines "
-            "(validated by rendering only)",
-            "promtail": "cannot be built here: Promtail is part of Loki's AGPL code base (validated by rendering "
-            "only); its successor Alloy is not served by the Go module proxy",
-            "alloy": "cannot be built here: Grafana Alloy is not served by the Go module proxy, nor is its chart "
-            "(validated at the gitops layer only)",
-            "traefik": "cannot be built here: Traefik v3.7.11 needs github.com/containous/go-http-auth at a "
-            "2026 pseudo-version and its nested module github.com/traefik/traefik/dynamic/ext, both refused by "
-            "the Go module proxy (validated by rendering only)",
-            "argocd-ingress": "needs an ingress controller, and traefik is left out",
-            "boutique-dev": "its images come from app-repo's pipeline, which needs GitLab (not installable offline)",
-            "boutique-prod": "its images come from app-repo's pipeline, which needs GitLab (not installable offline)",
-        },
+        "gitops_apps_left_out": _left_out,
     },
 )

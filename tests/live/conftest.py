@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -207,3 +208,121 @@ def wait_synced(cluster, revision: str, what: str, timeout_s: float = SYNC_DEADL
             pytest.fail(f"{what}: the root app did not reach Synced/Healthy at {revision[:12]} within "
                         f"{timeout_s:.0f}s; last status: {last}")
         time.sleep(2)
+
+
+# ---- commits to argocd/apps: a probe ConfigMap the root app applies (or prunes)
+
+PROBE = "gitops-loop-probe"
+
+
+def probe(value: str) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": PROBE, "namespace": ARGOCD_NAMESPACE},
+            "data": {"value": value}}
+
+
+def set_resource(work: Path, name: str, document: str | None) -> None:
+    """argocd/apps gets (or loses) the file `<name>.yaml`: what a commit to gitops-repo looks like."""
+    kustomization = work / "argocd" / "apps" / "kustomization.yaml"
+    data = yaml.safe_load(kustomization.read_text())
+    resources = [r for r in data["resources"] if r != f"{name}.yaml"]
+    if document is None:
+        (work / "argocd" / "apps" / f"{name}.yaml").unlink()
+    else:
+        (work / "argocd" / "apps" / f"{name}.yaml").write_text(document)
+        resources.append(f"{name}.yaml")
+    data["resources"] = resources
+    kustomization.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def set_probe(work: Path, value: str | None) -> None:
+    set_resource(work, PROBE, None if value is None else yaml.safe_dump(probe(value)))
+
+
+def probe_value(cluster) -> str | None:
+    cm = cluster.get("v1", "ConfigMap", PROBE, ARGOCD_NAMESPACE)
+    return None if cm is None else cm["data"]["value"]
+
+
+def back_to(checkout: Path, original: dict[Path, bytes]) -> str | None:
+    """argocd/apps as `original` again, as a new commit (history is never rewritten): its revision, or None
+    when nothing had changed."""
+    for path in (checkout / "argocd" / "apps").iterdir():
+        if path not in original:
+            path.unlink()
+    for path, content in original.items():
+        path.write_bytes(content)
+    if git("status", "--porcelain", cwd=checkout).strip():
+        return commit_and_push(checkout, "live test: back to the seeded tree")
+    return None
+
+
+# Argo CD's own polling, left at its defaults: the app is compared again every timeout.reconciliation
+# (120 s) plus up to 60 s of jitter, and the repo-server may answer from its cache of what `main` points at
+# (3 min): a commit can take up to about 6 min to be seen without a refresh or a webhook.
+POLL_DEADLINE_S = 420
+
+
+class PolledCommit:
+    """One commit left to Argo CD's own polling (no refresh triggered: what an operator gets without GitLab's
+    webhook), watched from a thread. Its wait of up to 7 min then runs while another test waits on timers of
+    its own (the live alert test starts it) instead of after it. Nothing may refresh the root app or commit
+    meanwhile: the tests between start() and result() do neither. Started by whoever comes first."""
+
+    def __init__(self, cluster: Cluster, work: Path) -> None:
+        self.cluster, self.work = cluster, work
+        self.thread: threading.Thread | None = None
+        self.revision = ""
+        self.took: float | None = None
+        self.last: dict = {}
+
+    def start(self) -> None:
+        if self.thread:
+            return
+        settings = (self.cluster.get("v1", "ConfigMap", "argocd-cm", ARGOCD_NAMESPACE) or {}).get("data") or {}
+        assert not {"timeout.reconciliation", "timeout.reconciliation.jitter"} & set(settings), settings
+        git("pull", "-q", "--rebase", "origin", "main", cwd=self.work)
+        self.original = {p: p.read_bytes() for p in (self.work / "argocd" / "apps").iterdir()}
+        set_probe(self.work, "polled")
+        started = time.monotonic()
+        self.revision = commit_and_push(self.work, "live test: probe for Argo CD's polling")
+        self.thread = threading.Thread(target=self._watch, args=(started,), name="argo-cd-polling", daemon=True)
+        self.thread.start()
+        print(f"commit {self.revision[:12]} left to Argo CD's own polling, watched in the background")
+
+    def _watch(self, started: float) -> None:
+        deadline = started + POLL_DEADLINE_S
+        while time.monotonic() < deadline:
+            try:
+                self.last = root_status(self.cluster)
+                if self.last["revision"] == self.revision and probe_value(self.cluster) == "polled":
+                    self.took = time.monotonic() - started
+                    return
+            except ClusterError as error:  # one failed read is not the answer; the deadline is
+                self.last = {"error": str(error)[:300]}
+            time.sleep(1)
+
+    def result(self) -> float:
+        """Seconds from the push to the probe live; fails naming what was seen at the deadline."""
+        self.start()
+        assert self.thread
+        self.thread.join(POLL_DEADLINE_S + 30)
+        if self.took is None:
+            pytest.fail(f"the commit {self.revision[:12]} applied by Argo CD's own polling (no refresh triggered): "
+                        f"not within {POLL_DEADLINE_S}s; the root app at the deadline: {self.last}")
+        return self.took
+
+    def undo(self) -> None:
+        if self.thread:
+            self.thread.join(POLL_DEADLINE_S + 30)
+            if revision := back_to(self.work, self.original):
+                wait_synced(self.cluster, revision, "the polling probe removed")
+
+
+@pytest.fixture(scope="package")
+def argo_polling(lab_settings, cluster, tmp_path_factory):
+    """The package's one PolledCommit, in a clone of its own; the probe removed at the end."""
+    work = tmp_path_factory.mktemp("polling") / "gitops-repo"
+    git("clone", "-q", lab_repo_url(lab_settings.gitlab_group, str(lab_settings.platform.address)), str(work))
+    polled = PolledCommit(cluster, work)
+    yield polled
+    polled.undo()

@@ -5,8 +5,8 @@ reverts a hand-made change, recreates a deleted object, and follows commits (add
 pruned). The lab's app set is the sandbox's (gitops_apps_left_out says what is left out and why).
 
 Each measured time is printed and written to reports/gitops-loop.json. Refreshes are triggered the way
-`argocd app get --refresh` does (an annotation, as GitLab's webhook would); one commit is left to Argo CD's
-own polling, at its defaults, and timed."""
+`argocd app get --refresh` does (an annotation, as GitLab's webhook would). The commit left to Argo CD's own
+polling, at its defaults, is timed in test_polling.py (its wait overlaps the live alert test's)."""
 
 from __future__ import annotations
 
@@ -25,15 +25,19 @@ from tasks.state import LocalState
 from tests.acceptance import checks as acceptance
 from tests.live.conftest import (
     ARGO,
+    PROBE,
     SYNC_DEADLINE_S,
     Measurements,
+    back_to,
     commit_and_push,
     git,
     git_env,
     head,
+    probe_value,
     pulls_by_address,
     registry_log,
-    root_status,
+    set_probe,
+    set_resource,
     wait_for,
     wait_synced,
 )
@@ -43,7 +47,6 @@ from tests.live.conftest import (
 from tools.lab.constants import SSH_KEY
 from tools.lab.git_server import SEED_MESSAGE
 
-PROBE = "gitops-loop-probe"
 HEAL_DEADLINE_S = 120
 measure = Measurements("gitops-loop")
 report = measure.report_fixture()
@@ -219,47 +222,6 @@ def test_a_deleted_object_comes_back(cluster):
     measure("deleted object recreated", started)
 
 
-def probe(value: str) -> dict:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": PROBE, "namespace": NAMESPACE},
-            "data": {"value": value}}
-
-
-def set_resource(work: Path, name: str, document: str | None) -> None:
-    """argocd/apps gets (or loses) the file `<name>.yaml`: what a commit to gitops-repo looks like."""
-    kustomization = work / "argocd" / "apps" / "kustomization.yaml"
-    data = yaml.safe_load(kustomization.read_text())
-    resources = [r for r in data["resources"] if r != f"{name}.yaml"]
-    if document is None:
-        (work / "argocd" / "apps" / f"{name}.yaml").unlink()
-    else:
-        (work / "argocd" / "apps" / f"{name}.yaml").write_text(document)
-        resources.append(f"{name}.yaml")
-    data["resources"] = resources
-    kustomization.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-def set_probe(work: Path, value: str | None) -> None:
-    set_resource(work, PROBE, None if value is None else yaml.safe_dump(probe(value)))
-
-
-def probe_value(cluster) -> str | None:
-    cm = cluster.get("v1", "ConfigMap", PROBE, NAMESPACE)
-    return None if cm is None else cm["data"]["value"]
-
-
-def back_to(checkout: Path, original: dict[Path, bytes]) -> str | None:
-    """argocd/apps as `original` again, as a new commit (history is never rewritten): its revision, or None
-    when nothing had changed."""
-    for path in (checkout / "argocd" / "apps").iterdir():
-        if path not in original:
-            path.unlink()
-    for path, content in original.items():
-        path.write_bytes(content)
-    if git("status", "--porcelain", cwd=checkout).strip():
-        return commit_and_push(checkout, "live test: back to the seeded tree")
-    return None
-
-
 def test_commits_pushed_over_ssh_go_live_and_a_removed_object_is_pruned(cluster, repo_url, checkout):
     original = {p: p.read_bytes() for p in (checkout / "argocd" / "apps").iterdir()}
     try:
@@ -287,30 +249,6 @@ def test_a_managed_configmap_edited_by_hand_is_reverted(cluster, checkout):
         wait_for(f"ConfigMap {PROBE}, edited by hand, back to Git's data",
                  lambda: probe_value(cluster) == "from-git", HEAL_DEADLINE_S, interval=0.5)
         measure("hand-edited ConfigMap reverted", started)
-    finally:
-        if revision := back_to(checkout, original):
-            wait_synced(cluster, revision, "the probe removed")
-
-
-# Argo CD's own polling, left at its defaults: the app is compared again every timeout.reconciliation
-# (120 s) plus up to 60 s of jitter, and the repo-server may answer from its cache of what `main` points at
-# (3 min): a commit can take up to about 6 min to be seen without a refresh or a webhook.
-POLL_DEADLINE_S = 420
-
-
-def test_a_commit_goes_live_by_argo_cd_s_own_polling(cluster, checkout):
-    """No refresh triggered: what an operator gets without GitLab's webhook."""
-    settings = (cluster.get("v1", "ConfigMap", "argocd-cm", NAMESPACE) or {}).get("data") or {}
-    assert not {"timeout.reconciliation", "timeout.reconciliation.jitter"} & set(settings), settings
-    original = {p: p.read_bytes() for p in (checkout / "argocd" / "apps").iterdir()}
-    try:
-        set_probe(checkout, "polled")
-        started = time.monotonic()
-        revision = commit_and_push(checkout, "live test: probe for Argo CD's polling")
-        wait_for("the commit applied by Argo CD's own polling (no refresh triggered)",
-                 lambda: root_status(cluster)["revision"] == revision and probe_value(cluster) == "polled",
-                 POLL_DEADLINE_S, interval=1)
-        measure("commit to live, Argo CD's default polling (no refresh)", started)
     finally:
         if revision := back_to(checkout, original):
             wait_synced(cluster, revision, "the probe removed")

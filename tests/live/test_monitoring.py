@@ -237,11 +237,13 @@ def node_condition(cluster, node: str, kind: str) -> str:
 
 
 def test_a_crash_looping_pod_and_a_node_under_pressure_reach_slack_and_resolve(cluster, lab_settings, stack_ready,
-                                                                               slack):
+                                                                               slack, argo_polling):
     """Both of the user's alerts, for real, at once (they wait on the same timers, so together they take the
     time of one): a pod that keeps crashing (BoutiquePodCrashLooping) and a worker under memory pressure
     (LabNodeUnderPressure), each from the event to its message in the Slack stand-in, then healed, to the
-    resolved message."""
+    resolved message. The commit left to Argo CD's own polling (test_polling.py) waits meanwhile: this test
+    neither commits nor refreshes the root app."""
+    argo_polling.start()
     node = sorted(n["metadata"]["name"] for n in cluster.list_objects("v1", "Node", label_selector=WORKERS))[-1]
     created_namespace = cluster.get("v1", "Namespace", CRASHING_NAMESPACE) is None
     if created_namespace:

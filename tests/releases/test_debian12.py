@@ -6,8 +6,10 @@ that exercise exactly that, in a pytest of their own with LAB_RELEASE=bookworm: 
 (all phases, to a cluster with its nodes Ready) and the no-op rerun (tests/lab/test_2_deploy.py), and every
 testinfra check (tests/testinfra). Not repeated: the per-role reruns (--limit picks hosts the same way on any
 release, and the whole no-op rerun above already shows bookworm hosts converged) and the live-cluster layer
-(above the kubelet nothing depends on the host's release); both would add minutes to CI for nothing new. It
-runs last: it replaces the Debian 13 lab."""
+(above the kubelet nothing depends on the host's release); both would add minutes to CI for nothing new. For
+the same reason its lab runs Argo CD without Applications (LAB_APPS=none, tools/lab/constants.py): syncing
+the platform apps would only load the 2 CPUs while the deploys and testinfra run. It runs last: it replaces
+the Debian 13 lab."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def test_the_lab_layers_hold_on_debian_12_hosts(artifact_mirror, lab_images):
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfE", "-k", "not per_role", *LAYERS],
         cwd=REPO, capture_output=True, text=True, timeout=2400,
-        env={**os.environ, "LAB_RELEASE": "bookworm", "KEEP_LAB": "0"},
+        env={**os.environ, "LAB_RELEASE": "bookworm", "LAB_APPS": "none", "KEEP_LAB": "0"},
     )
     TIMINGS["Debian 12 layers (lab up, deploy, rerun, testinfra)"] = time.monotonic() - started
     output = proc.stdout + proc.stderr

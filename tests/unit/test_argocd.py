@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import yaml
 
 from tasks import argocd
@@ -95,3 +96,22 @@ def test_the_ingress_controller_s_image_is_pulled_only_where_it_is_the_chosen_on
         rendered = {app.name for app in platform_apps(chosen)} & set(CHART_IMAGES)
         pulled = {app for app, names in CHART_IMAGES.items() if set(names) <= set(chosen.needed_images())}
         assert rendered == pulled, controller
+
+
+def test_lab_apps_none_leaves_every_application_out_and_keeps_the_sandbox_s_reasons(sandbox_settings, monkeypatch):
+    """The Debian 12 layer's lab (LAB_APPS=none): Argo CD installed, no Application synced, so none of the
+    charts' images is pulled; what the sandbox leaves out keeps its own reason (the deploy test reads it)."""
+    from tasks.gitops_repo import application_names
+    from tasks.settings import load_settings
+    from tests.conftest import SANDBOX, WITHOUT_MIRROR_LOCK, load_inventory
+    from tools.lab.constants import lab_apps
+
+    bare = load_settings(load_inventory(SANDBOX, env={"LAB_APPS": "none"}, data=WITHOUT_MIRROR_LOCK), "sandbox")
+    assert bare.argocd_install and set(bare.gitops_apps_left_out) == set(application_names())
+    assert bare.gitops_apps_left_out["metallb"] == "LAB_APPS=none: Argo CD without Applications"
+    assert bare.gitops_apps_left_out["boutique-prod"] == sandbox_settings.gitops_apps_left_out["boutique-prod"]
+    assert "sealed-secrets-controller" not in bare.needed_images() and "argocd" in bare.needed_images()
+    assert "metallb" not in sandbox_settings.gitops_apps_left_out  # the default lab: every app it can run
+    monkeypatch.setenv("LAB_APPS", "some")
+    with pytest.raises(ValueError, match=r"LAB_APPS='some': use one of all, none \(or leave it unset: all\)"):
+        lab_apps()

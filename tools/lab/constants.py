@@ -53,6 +53,20 @@ def lab_workers() -> int:
     return int(wanted)
 
 
+# The lab's app set (LAB_APPS): "all" (the default) is every Application the lab can run
+# (inventories/sandbox.py says what it leaves out and why); "none" installs Argo CD and leaves every
+# Application out: the Debian 12 layer's choice (tests/releases), since above the kubelet nothing depends
+# on the host's release and syncing the apps would only load the CPUs while its rerun and testinfra run.
+LAB_APP_SETS = ("all", "none")
+
+
+def lab_apps() -> str:
+    wanted = os.environ.get("LAB_APPS") or "all"
+    if wanted not in LAB_APP_SETS:
+        raise ValueError(f"LAB_APPS={wanted!r}: use one of {', '.join(LAB_APP_SETS)} (or leave it unset: all)")
+    return wanted
+
+
 BRIDGE = "lab0"
 BRIDGE_NET = ipaddress.ip_network("198.51.100.0/24")
 BRIDGE_ADDR = "198.51.100.1"
