@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools.buildlock import build_lock
-from tools.lab.constants import CACHE, SOURCES_DIR
+from tools.lab.constants import CACHE, REPO, SOURCES_DIR
 
 # `go install package@version`, optionally with build tags and ldflags. The Prometheus projects' versions are
 # the ones the lab's cluster runs (kube-prometheus-stack 88.5.0: Prometheus v3.14.0 = module v0.314.0, built
@@ -69,11 +69,24 @@ class SourceBuild:
     pinned_zip: str = ""
     # or the folder of an upstream source snapshot (UPSTREAM_TARBALLS), where the module proxy has none
     upstream_tree: str = ""
+    # or a folder of this repository (the lab's own programs: their content is part of the key)
+    repo_tree: str = ""
 
     @property
     def key(self) -> str:
         recipe = repr((self.outputs, self.tags, self.ldflags, self.replaces))
+        if self.repo_tree:  # (only then: the other builds keep their cache keys)
+            recipe += self._repo_tree_digest()
         return f"{self.version}-{hashlib.sha256(recipe.encode()).hexdigest()[:8]}"
+
+    def _repo_tree_digest(self) -> str:
+        if not self.repo_tree:
+            return ""
+        digest = hashlib.sha256()
+        for path in sorted((REPO / self.repo_tree).rglob("*")):
+            if path.is_file():
+                digest.update(f"{path.relative_to(REPO)}\0".encode() + path.read_bytes())
+        return digest.hexdigest()
 
 
 CILIUM = "github.com/cilium/cilium"
@@ -84,6 +97,11 @@ CILIUM_REPLACES = (
     "github.com/osrg/gobgp/v4=github.com/osrg/gobgp/v4@v4.7.0",
     "sigs.k8s.io/mcs-api/controllers={sources}/mcs-api-controllers-ded161af6ea9/controllers",
 )
+# Online Boutique (SOURCES.md: the pinned tag's source snapshot): its Go services, one module each.
+BOUTIQUE_TREE = "microservices-demo-v0.10.6"
+BOUTIQUE_VERSION = "v0.10.6"
+BOUTIQUE_MODULE = "github.com/GoogleCloudPlatform/microservices-demo/src"
+BOUTIQUE_GO_SERVICES = ("frontend", "checkoutservice", "productcatalogservice", "shippingservice")
 SOURCE_BUILDS = {
     "alertmanager": SourceBuild(
         "github.com/prometheus/alertmanager",
@@ -123,6 +141,26 @@ SOURCE_BUILDS = {
         {"kube-state-metrics": "."},
         ldflags=prometheus_version_flags("v2.20.0"),
         upstream_tree="kube-state-metrics-v2.20.0",
+    ),
+    **{
+        f"boutique-{service}": SourceBuild(
+            f"{BOUTIQUE_MODULE}/{service}",
+            BOUTIQUE_VERSION,
+            {service: "."},
+            ldflags="-s -w",  # as their Dockerfiles build them
+            upstream_tree=f"{BOUTIQUE_TREE}/src/{service}",
+        )
+        for service in BOUTIQUE_GO_SERVICES
+    },
+    # The lab's STAND-IN for the C# cartservice (no .NET SDK here; tools/lab/cart_stand_in/main.go), on the
+    # frontend's generated gRPC code from the same source snapshot.
+    "cart-stand-in": SourceBuild(
+        "gitops-lab.invalid/cart-stand-in",
+        "lab",
+        {"cartservice": "."},
+        ldflags="-s -w",
+        replaces=(f"{BOUTIQUE_MODULE}/frontend={{sources}}/{BOUTIQUE_TREE}/src/frontend",),
+        repo_tree="tools/lab/cart_stand_in",
     ),
     "tofu": SourceBuild("github.com/opentofu/opentofu", "v1.10.10", {"tofu": "./cmd/tofu"}),
     "terraform-provider-libvirt": SourceBuild(
@@ -280,10 +318,18 @@ def source_build(name: str) -> dict[str, Path]:
     return binaries
 
 
-def _build_from_source(name: str, build: SourceBuild, target_dir: Path) -> None:
-    env = go_env(toolchain=TOOLCHAINS.get(name, "local"))
-    started = time.monotonic()
+def prepared_source(name: str) -> Path:
+    """The writable source tree SOURCE_BUILDS[name] is built in (replaces applied), prepared on first use: where
+    its own tests run (`go test`)."""
+    build = SOURCE_BUILDS[name]
     src = CACHE / "src" / f"{name}-{build.version}"
+    with build_lock(f"src-{name}"):
+        if not ((src / ".gitops-lab-key").exists() and (src / ".gitops-lab-key").read_text() == build.key):
+            _prepare_source(build, src, go_env(toolchain=TOOLCHAINS.get(name, "local")))
+    return src
+
+
+def _prepare_source(build: SourceBuild, src: Path, env: dict[str, str]) -> None:
     if src.exists():
         shutil.rmtree(src)
     _copy_module_source(build, src, env)
@@ -293,6 +339,13 @@ def _build_from_source(name: str, build: SourceBuild, target_dir: Path) -> None:
         page.write_text("<!-- UI not built: tests use the API only -->\n")
     for replace in build.replaces:
         _run([_go(), "mod", "edit", "-replace", replace.format(sources=unpacked_sources())], env, cwd=src)
+    (src / ".gitops-lab-key").write_text(build.key)
+
+
+def _build_from_source(name: str, build: SourceBuild, target_dir: Path) -> None:
+    env = go_env(toolchain=TOOLCHAINS.get(name, "local"))
+    started = time.monotonic()
+    src = prepared_source(name)
     out = CACHE / "go-build-out" / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -321,6 +374,8 @@ def _copy_module_source(build: SourceBuild, dest: Path, env: dict[str, str]) -> 
                     target.write_bytes(archive.read(member))
     elif build.upstream_tree:
         shutil.copytree(unpacked_sources() / build.upstream_tree, dest)
+    elif build.repo_tree:
+        shutil.copytree(REPO / build.repo_tree, dest)
     else:
         info = json.loads(_run([_go(), "mod", "download", "-json", f"{build.module}@{build.version}"], env))
         shutil.copytree(info["Dir"], dest)
@@ -358,6 +413,7 @@ def _unpack_upstream(target: Path, name: str, digest: str) -> None:
 UPSTREAM_TARBALLS = {
     "mcs-api-controllers-ded161af6ea9.tar.gz": "95fcb7c32ba071a5bb56f09a9d98a5fb5a6a10d1a0d0dc9ce5eaa3608058a57c",
     "kube-state-metrics-v2.20.0.tar.gz": "11a17f1f7132b707c12d5b34bdf5b2a526fa1c8496c72fcad1b115fbe1f28dda",
+    "microservices-demo-v0.10.6.tar.gz": "52aed7914b3cc14ef29f5d08c7f7c25c9eab052d75dbeec1b5902efadd57be9c",
 }
 
 

@@ -197,6 +197,12 @@ ROOTFS = {
     # Debian's Redis (8.0.2 in trixie), for Argo CD's cache: the 8.10.1 its install.yaml names cannot be built
     # here, so the lab names this one by its own release (image_overrides in inventories/sandbox.py).
     "redis": ["redis-server"],
+    # Online Boutique's Node services (tools/boutique_images.py): Debian's Node.js where upstream's alpine has its
+    # own; the programs and their node_modules come in a layer of their own.
+    "nodejs": ["nodejs"],
+    # ... and its Python services: Debian's Python 3 where upstream's alpine has its own, with pip, which
+    # installs each service's requirements (tools/boutique_images.py).
+    "python": ["python3", "python3-pip", "python-is-python3"],
 }
 # Changes a root filesystem gets after debootstrap, and the owners (uid, gid) that differ from root's.
 ROOTFS_CHANGES: dict[str, Callable[[Path], None]] = {"argocd": _argocd_base}
@@ -461,14 +467,14 @@ def _blob(data: bytes) -> tuple[str, Path]:
     return digest, path
 
 
-def build_image(name: str, ref: str) -> tuple[Path, str]:
-    """(OCI layout folder, manifest digest) of catalog image `name`, built or reused."""
+def build_image(name: str, ref: str, recipe: Recipe | None = None) -> tuple[Path, str]:
+    """(OCI layout folder, manifest digest) of catalog image `name` (or of `recipe`, named `name`), built or
+    reused."""
     with build_lock(f"image-{name}"):
-        return _build_image(name, ref)
+        return _build_image(name, ref, recipe or RECIPES[name])
 
 
-def _build_image(name: str, ref: str) -> tuple[Path, str]:
-    recipe = RECIPES[name]
+def _build_image(name: str, ref: str, recipe: Recipe) -> tuple[Path, str]:
     layers = [rootfs_layer(recipe.rootfs)] if recipe.rootfs else []
     files = recipe.files()
     if files or recipe.links:

@@ -60,3 +60,14 @@ def test_the_pin_tool_pins_what_an_inventory_pulls_with_its_overrides():
     assert "dex" not in pulled and "cilium" in pulled  # argocd_dex = False, cni = "cilium"
     with pytest.raises(pin_artifacts.PinError, match="inventory"):
         pin_artifacts.inventory_images(REPO / "tests" / "fixtures" / "no-such-inventory.py")
+
+
+def test_every_online_boutique_service_is_built_for_the_lab_or_left_out_with_a_reason():
+    """tools/boutique_images.py against the overlay's services: nothing missing, nothing both."""
+    from tasks.gitops_repo import SERVICES
+    from tools import boutique_images
+
+    built, left_out = set(boutique_images.RECIPES), set(boutique_images.NOT_BUILT)
+    assert built | left_out == set(SERVICES) and not built & left_out, (built, left_out)
+    assert all(len(reason) > 40 for reason in boutique_images.NOT_BUILT.values())
+    assert set(boutique_images.STAND_INS) == {"cartservice"}  # the C# one; everything else is upstream's code

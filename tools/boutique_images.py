@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Online Boutique's images for the lab, built here from the pinned source snapshot (SOURCES.md:
+microservices-demo v0.10.6), because app-repo's pipeline cannot run offline (GitLab is not installable) and
+upstream's base images (distroless, alpine, python-slim) cannot be pulled here.
+
+    .venv/bin/python -m tools.boutique_images build [TAG]    build every service that can be built here
+
+Real installs build these images in app-repo's pipeline from app-repo's own Dockerfiles (upstream's,
+unchanged: files/app-repo/ci/build.sh); the lab's recipes give each image what its Dockerfile's final stage
+holds (the program, its files, WORKDIR, ENV, ENTRYPOINT) on no base at all where upstream's base is
+distroless/static, on Debian's packages where it is alpine's. Built: the Go services (through the Go module
+proxy), the Node services (npm registry; Debian's Node.js), the email and recommendation services (PyPI;
+Debian's Python), redis-cart (Debian's Redis) and the cart service's STAND-IN (tools/lab/cart_stand_in: the
+real cartservice is C#, and no .NET SDK or NuGet feed is reachable here).
+Not yet: adservice (Java) and loadgenerator (docs/lab.md, "Online Boutique in the lab").
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tools.buildlock import build_lock
+from tools.gobuild import BOUTIQUE_GO_SERVICES, BOUTIQUE_TREE, CACHE, ToolUnavailable, source_build, unpacked_sources
+from tools.images import PATH, Recipe, build_image, rootfs_layer
+
+TIMES: dict[str, float] = {}
+# What upstream's Go images set (their Dockerfiles: ENV GOTRACEBACK=single, WORKDIR /src).
+GO_ENV = {"GOTRACEBACK": "single"}
+
+
+def _tree_files(folder: str, under: str) -> dict[str, Path]:
+    """Every file of the source snapshot's `folder`, placed under `under` in the image."""
+    root = unpacked_sources() / BOUTIQUE_TREE / folder
+    return {f"{under}/{path.relative_to(root)}": path for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def _go_service(service: str, binary_at: str, *data: str, **env: str) -> Recipe:
+    """A Go service as its Dockerfile's final stage has it: the static binary at /src/<binary_at>, its data
+    files from the service's folder beside it, WORKDIR /src."""
+
+    def files() -> dict[str, Path]:
+        placed = {f"src/{binary_at}": source_build(f"boutique-{service}")[service]}
+        for name in data:
+            source = unpacked_sources() / BOUTIQUE_TREE / "src" / service / name
+            placed.update(
+                _tree_files(f"src/{service}/{name}", f"src/{name}") if source.is_dir() else {f"src/{name}": source}
+            )
+        return placed
+
+    return Recipe(files, entrypoint=(f"/src/{binary_at}",), workdir="/src", env={**GO_ENV, **env})
+
+
+def _built_once(what: str, service: str, digest: str, make: Callable[[Path], Path]) -> Path:
+    """CACHE/boutique-<what>/<service>-<digest>: the folder `make(scratch)` returns (made in a scratch folder
+    beside it, then moved in place), made once per digest and reused after."""
+    target = CACHE / f"boutique-{what}" / f"{service}-{digest}"
+    with build_lock(f"{what}-{service}-{digest}"):
+        if not (target / ".complete").exists():
+            started = time.monotonic()
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+                make(Path(scratch)).rename(target)
+            (target / ".complete").write_text(digest)
+            TIMES[f"{what} {service}"] = time.monotonic() - started
+    return target
+
+
+def node_modules(service: str) -> Path:
+    """The service's node_modules as its package-lock.json pins them (npm ci from the npm registry), built
+    once per lock. Upstream's Dockerfile runs `npm install --only=production` (which follows the same lock)
+    with a compiler for install scripts; here no install script runs (--ignore-scripts): the one that builds
+    something is pprof's, for the Cloud Profiler, which the overlay turns off (DISABLE_PROFILER) and which
+    could not reach Google's servers from an on-prem site anyway."""
+    lock = unpacked_sources() / BOUTIQUE_TREE / "src" / service / "package-lock.json"
+
+    def make(work: Path) -> Path:
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy2(lock.parent / name, work / name)
+        command = ["npm", "ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund"]
+        proc = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=1200)
+        if proc.returncode != 0:
+            raise ToolUnavailable(f"npm ci for {service} failed:\n{proc.stderr[-3000:]}")
+        return work / "node_modules"
+
+    return _built_once("npm", service, hashlib.sha256(lock.read_bytes()).hexdigest()[:12], make)
+
+
+def python_packages(service: str) -> Path:
+    """The site-packages folder of the service's pinned requirements, installed by the Python of the image's
+    own root filesystem (Debian's, with pip) into Debian's place for them (/usr/local/lib/python3.X/
+    dist-packages, named in the folder's .site): what upstream's `pip install -r requirements.txt` puts in its
+    image. The files come from PyPI through this machine's pip (wheels for that Python where PyPI has them,
+    else the source, which the image's pip builds; no compiler: a C speedup falls back to pure Python); the
+    install itself is offline."""
+    requirements = unpacked_sources() / BOUTIQUE_TREE / "src" / service / "requirements.txt"
+    rootfs = rootfs_layer("python")
+
+    def make(scratch: Path) -> Path:
+        root = scratch / "root"
+        with tarfile.open(rootfs.blob) as tar:
+            tar.extractall(root, filter="fully_trusted")
+        version = _chroot(root, ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]).strip()
+        _pip_download(requirements, root / "wheelhouse", version)
+        shutil.copy2(requirements, root / "requirements.txt")
+        site = f"usr/local/lib/python{version}/dist-packages"
+        install = ["python3", "-m", "pip", "install", "--no-index", "--find-links", "/wheelhouse", "--no-compile"]
+        # --break-system-packages: an image build, as Docker's pip install is
+        _chroot(root, [*install, "--break-system-packages", "--target", f"/{site}", "-r", "/requirements.txt"])
+        (root / site / ".site").write_text(site)
+        return root / site
+
+    digest = hashlib.sha256(requirements.read_bytes() + rootfs.digest.encode()).hexdigest()[:12]
+    return _built_once("pip", service, digest, make)
+
+
+def _pip_download(requirements: Path, wheelhouse: Path, python: str) -> None:
+    """The pinned requirements (and setuptools, to build a source distribution) into `wheelhouse`: wheels for
+    the image's Python on manylinux where PyPI has them, else the source distribution."""
+    target = [
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--abi",
+        f"cp{python.replace('.', '')}",
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+    ]
+    for platform in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any"):
+        target += ["--platform", platform]
+    for args in (["--no-deps", *target, "-r", str(requirements)], ["setuptools", "wheel"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "-d", str(wheelhouse), *args],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        if proc.returncode != 0:
+            raise ToolUnavailable(f"pip download for {requirements.parent.name} failed:\n{proc.stderr[-3000:]}")
+
+
+def _chroot(root: Path, argv: list[str]) -> str:
+    """Run `argv` inside the root filesystem `root` (as root, with a /dev/null of its own); its output."""
+    null = root / "dev" / "null"
+    if not null.exists():
+        null.parent.mkdir(exist_ok=True)
+        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    proc = subprocess.run(
+        ["chroot", str(root), *argv],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"},
+    )
+    if proc.returncode != 0:
+        raise ToolUnavailable(f"{' '.join(argv)} in the image's root filesystem failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def _python_service(service: str, main: str, workdir: str, **env: str) -> Recipe:
+    """A Python service as its Dockerfile's final stage has it: Python (Debian's, in the rootfs layer), its
+    requirements where that Python finds them, the service's folder in `workdir`, `python <main>`."""
+
+    def files() -> dict[str, Path]:
+        placed = _tree_files(f"src/{service}", workdir.lstrip("/"))
+        packages = python_packages(service)
+        site = (packages / ".site").read_text()
+        placed.update(
+            {
+                f"{site}/{path.relative_to(packages)}": path
+                for path in sorted(packages.rglob("*"))
+                if path.is_file() and not path.is_symlink() and path.name not in (".site", ".complete")
+            }
+        )
+        return placed
+
+    python_env = {**PATH, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", **env}
+    return Recipe(files, rootfs="python", entrypoint=("python", main), workdir=workdir, env=python_env)
+
+
+def _node_service(service: str, main: str) -> Recipe:
+    """A Node service as its Dockerfile's final stage has it: Node.js (Debian's, in the rootfs layer), the
+    service's folder and its node_modules in /usr/src/app, `node <main>` as the entrypoint."""
+
+    def files() -> dict[str, Path]:
+        placed = _tree_files(f"src/{service}", "usr/src/app")
+        modules = node_modules(service)
+        placed.update(
+            {
+                f"usr/src/app/node_modules/{path.relative_to(modules)}": path
+                for path in sorted(modules.rglob("*"))
+                if path.is_file() and not path.is_symlink() and path.name != ".complete"
+            }
+        )
+        return placed
+
+    return Recipe(files, rootfs="nodejs", entrypoint=("node", main), workdir="/usr/src/app", env=PATH)
+
+
+RECIPES: dict[str, Recipe] = {
+    "frontend": _go_service("frontend", "server", "templates", "static"),
+    "checkoutservice": _go_service("checkoutservice", "checkoutservice"),
+    "productcatalogservice": _go_service("productcatalogservice", "server", "products.json"),
+    "shippingservice": _go_service("shippingservice", "shippingservice", APP_PORT="50051"),
+    "currencyservice": _node_service("currencyservice", "server.js"),
+    "paymentservice": _node_service("paymentservice", "index.js"),
+    "emailservice": _python_service("emailservice", "email_server.py", "/email_server", ENABLE_PROFILER="1"),
+    "recommendationservice": _python_service(
+        "recommendationservice", "recommendation_server.py", "/recommendationservice", PORT="8080"
+    ),
+    # Upstream runs redis:alpine; here Debian 13's Redis (8.0.2), the rootfs Argo CD's lab cache uses too. Debian's
+    # build keeps Redis' protected mode on (no password: loopback only), which the official image turns off.
+    "redis-cart": Recipe(
+        lambda: {},
+        rootfs="redis",
+        entrypoint=("/usr/bin/redis-server",),
+        cmd=("--protected-mode", "no"),
+        workdir="/data",
+        env=PATH,
+    ),
+    # STAND-IN for the C# cartservice (tools/lab/cart_stand_in/main.go), used only in the lab.
+    "cartservice": Recipe(
+        lambda: {"src/cartservice": source_build("cart-stand-in")["cartservice"]},
+        entrypoint=("/src/cartservice",),
+        workdir="/src",
+        env=GO_ENV,
+    ),
+}
+assert set(BOUTIQUE_GO_SERVICES) < set(RECIPES)
+# The overlay's services the lab does not build yet, each with its reason (printed by `build`).
+NOT_BUILT = {
+    "adservice": "Java 21 with Gradle upstream: Gradle's distribution is not reachable and this machine's JDK is 17 "
+    "(next: a Debian 13 build root with OpenJDK 21 and Maven Central); the frontend shows no ads without it",
+    "loadgenerator": "not needed in the lab: the acceptance suite's k6 and Locust make the load",
+}
+STAND_INS = {"cartservice": "tools/lab/cart_stand_in (the real cartservice is C#: no .NET SDK or NuGet feed here)"}
+
+
+def image_name(service: str) -> str:
+    """The layout's name among the lab's images (tools/images.py LAYOUTS)."""
+    return f"boutique-{service}"
+
+
+def build(service: str, ref: str) -> tuple[Path, str]:
+    """(OCI layout, manifest digest) of one service's image, tagged as `ref` names it; built or reused."""
+    started = time.monotonic()
+    built = build_image(image_name(service), ref, RECIPES[service])
+    TIMES[f"image {service}"] = time.monotonic() - started
+    return built
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["build"])
+    parser.add_argument("tag", nargs="?", default="lab", help="the tag the layouts name (the pipeline's: a SHA)")
+    args = parser.parse_args(argv)
+    for service in RECIPES:
+        layout, digest = build(service, f"registry.local/boutique/{service}:{args.tag}")
+        stand_in = f"  (STAND-IN: {STAND_INS[service]})" if service in STAND_INS else ""
+        print(f"{service}: {digest} in {layout} ({TIMES[f'image {service}']:.0f}s){stand_in}", flush=True)
+    for service, reason in NOT_BUILT.items():
+        print(f"{service}: not built here: {reason}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
