@@ -171,6 +171,134 @@ def _chroot(root: Path, argv: list[str]) -> str:
     return proc.stdout
 
 
+# adservice's dependencies as its build.gradle pins them (group:artifact:version, runtime-only ones marked),
+# with the two pins Maven Central does not serve replaced by the nearest it does: grpc-java 1.82.1 (only
+# grpc-netty was published at it; 1.82.2 is the next patch) and grpc-census (discontinued after 1.81.0, its
+# last release; the service's code does not use it).
+ADSERVICE_GRPC = "1.82.2"
+ADSERVICE_PROTOC = "4.35.1"
+ADSERVICE_DEPENDENCIES = (
+    "com.google.api.grpc:proto-google-common-protos:2.72.0",
+    "javax.annotation:javax.annotation-api:1.3.2",
+    f"io.grpc:grpc-protobuf:{ADSERVICE_GRPC}",
+    f"io.grpc:grpc-stub:{ADSERVICE_GRPC}",
+    f"io.grpc:grpc-netty:{ADSERVICE_GRPC}",
+    f"io.grpc:grpc-services:{ADSERVICE_GRPC}",
+    "io.grpc:grpc-census:1.81.0",
+    "org.apache.logging.log4j:log4j-core:2.26.1",
+    f"com.google.protobuf:protobuf-java:{ADSERVICE_PROTOC}",
+    "com.fasterxml.jackson.core:jackson-core:2.22.0:runtime",
+    "com.fasterxml.jackson.core:jackson-databind:2.22.0:runtime",
+    "io.netty:netty-tcnative-boringssl-static:2.0.80.Final:runtime",
+)
+ADSERVICE_GENERATORS = (
+    f"com.google.protobuf:protoc:{ADSERVICE_PROTOC}:exe:linux-x86_64",
+    f"io.grpc:protoc-gen-grpc-java:{ADSERVICE_GRPC}:exe:linux-x86_64",
+)
+# Gradle's `installDist` layout, which upstream's image runs (/app/build/install/hipstershop/bin/AdService).
+ADSERVICE_HOME = "app/build/install/hipstershop"
+ADSERVICE_SCRIPT = """#!/bin/sh
+# Starts adservice as Gradle's installDist script does: every jar of lib/ on the class path, JAVA_OPTS and
+# AD_SERVICE_OPTS passed to the JVM (written by tools/boutique_images.py: the lab builds without Gradle).
+APP_HOME=$(cd "$(dirname "$0")/.." && pwd)
+exec java $JAVA_OPTS $AD_SERVICE_OPTS -classpath "$APP_HOME/lib/*" hipstershop.AdService "$@"
+"""
+
+
+def _maven_pom(dependencies: tuple[str, ...]) -> str:
+    entries = []
+    for coordinate in dependencies:
+        group, artifact, version, *scope = coordinate.split(":")
+        scoped = f"<scope>{scope[0]}</scope>" if scope else ""
+        entries.append(
+            f"<dependency><groupId>{group}</groupId><artifactId>{artifact}</artifactId>"
+            f"<version>{version}</version>{scoped}</dependency>"
+        )
+    return (
+        '<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>'
+        "<groupId>gitops-lab</groupId><artifactId>adservice-dependencies</artifactId><version>0</version>"
+        f"<dependencies>{''.join(entries)}</dependencies></project>\n"
+    )
+
+
+def _maven(work: Path, *goal: str) -> None:
+    """Maven's dependency plugin (pinned) against Maven Central, with a local repository kept in CACHE."""
+    command = ["mvn", "-B", "-q", f"-Dmaven.repo.local={CACHE / 'maven'}", *goal]
+    proc = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0:
+        raise ToolUnavailable(
+            f"{' '.join(command)} failed (Maven Central):\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}"
+        )
+
+
+def adservice_install() -> Path:
+    """adservice as Gradle's installDist lays it out (bin/AdService, lib/*.jar), built without Gradle, whose
+    distribution is not reachable here: its dependencies from Maven Central, its gRPC code generated from
+    its demo.proto by protoc and grpc-java's plugin (Maven Central's executables, at build.gradle's versions),
+    compiled by this machine's JDK for Java 17 (the code needs nothing newer; build.gradle says 21, which
+    Debian 12's JDK cannot target) and run on OpenJDK 25, as upstream's image does."""
+    source = unpacked_sources() / BOUTIQUE_TREE / "src" / "adservice"
+    plugin = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+
+    def make(work: Path) -> Path:
+        (work / "pom.xml").write_text(_maven_pom(ADSERVICE_DEPENDENCIES))
+        install = work / "install"
+        _maven(work, f"{plugin}:copy-dependencies", f"-DoutputDirectory={install / 'lib'}", "-DincludeScope=runtime")
+        for generator in ADSERVICE_GENERATORS:
+            _maven(work, f"{plugin}:copy", f"-Dartifact={generator}", f"-DoutputDirectory={work / 'generators'}")
+        # (named artifact-version-classifier.type by the dependency plugin)
+        protoc, grpc_plugin = (
+            work / "generators" / f"{g.split(':')[1]}-{g.split(':')[2]}-linux-x86_64.exe" for g in ADSERVICE_GENERATORS
+        )
+        for tool in (protoc, grpc_plugin):
+            tool.chmod(0o755)
+        generated, classes = work / "generated", work / "classes"
+        generated.mkdir()
+        proto = source / "src" / "main" / "proto"
+        _run_tool(
+            [
+                str(protoc),
+                f"--plugin=protoc-gen-grpc-java={grpc_plugin}",
+                f"--java_out={generated}",
+                f"--grpc-java_out={generated}",
+                f"-I{proto}",
+                str(proto / "demo.proto"),
+            ]
+        )
+        sources = sorted(map(str, [*generated.rglob("*.java"), *(source / "src/main/java").rglob("*.java")]))
+        _run_tool(["javac", "--release", "17", "-nowarn", "-cp", f"{install / 'lib'}/*", "-d", str(classes), *sources])
+        shutil.copy2(source / "src/main/resources/log4j2.xml", classes / "log4j2.xml")
+        _run_tool(["jar", "cf", str(install / "lib" / "adservice.jar"), "-C", str(classes), "."])
+        (install / "bin").mkdir()
+        (install / "bin" / "AdService").write_text(ADSERVICE_SCRIPT)
+        (install / "bin" / "AdService").chmod(0o755)
+        return install
+
+    inputs = repr((ADSERVICE_DEPENDENCIES, ADSERVICE_GENERATORS, ADSERVICE_SCRIPT)).encode()
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            inputs += path.read_bytes()
+    return _built_once("maven", "adservice", hashlib.sha256(inputs).hexdigest()[:12], make)
+
+
+def _run_tool(command: list[str]) -> None:
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0:
+        raise ToolUnavailable(f"{' '.join(command[:3])} ... failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+
+
+def _java_service() -> Recipe:
+    def files() -> dict[str, Path]:
+        install = adservice_install()
+        return {
+            f"{ADSERVICE_HOME}/{path.relative_to(install)}": path
+            for path in sorted(install.rglob("*"))
+            if path.is_file() and path.name != ".complete"
+        }
+
+    return Recipe(files, rootfs="java", entrypoint=(f"/{ADSERVICE_HOME}/bin/AdService",), workdir="/app", env=PATH)
+
+
 def _python_service(service: str, main: str, workdir: str, **env: str) -> Recipe:
     """A Python service as its Dockerfile's final stage has it: Python (Debian's, in the rootfs layer), its
     requirements where that Python finds them, the service's folder in `workdir`, `python <main>`."""
@@ -222,6 +350,7 @@ RECIPES: dict[str, Recipe] = {
     "recommendationservice": _python_service(
         "recommendationservice", "recommendation_server.py", "/recommendationservice", PORT="8080"
     ),
+    "adservice": _java_service(),
     # Upstream runs redis:alpine; here Debian 13's Redis (8.0.2), the rootfs Argo CD's lab cache uses too. Debian's
     # build keeps Redis' protected mode on (no password: loopback only), which the official image turns off.
     "redis-cart": Recipe(
@@ -243,8 +372,6 @@ RECIPES: dict[str, Recipe] = {
 assert set(BOUTIQUE_GO_SERVICES) < set(RECIPES)
 # The overlay's services the lab does not build yet, each with its reason (printed by `build`).
 NOT_BUILT = {
-    "adservice": "Java 21 with Gradle upstream: Gradle's distribution is not reachable and this machine's JDK is 17 "
-    "(next: a Debian 13 build root with OpenJDK 21 and Maven Central); the frontend shows no ads without it",
     "loadgenerator": "not needed in the lab: the acceptance suite's k6 and Locust make the load",
 }
 STAND_INS = {"cartservice": "tools/lab/cart_stand_in (the real cartservice is C#: no .NET SDK or NuGet feed here)"}

@@ -203,6 +203,8 @@ ROOTFS = {
     # ... and its Python services: Debian's Python 3 where upstream's alpine has its own, with pip, which
     # installs each service's requirements (tools/boutique_images.py).
     "python": ["python3", "python3-pip", "python-is-python3"],
+    # ... and its Java adservice: Debian's OpenJDK 25 runtime, the major of upstream's (Temurin 25 JRE).
+    "java": ["openjdk-25-jre-headless"],
 }
 # Changes a root filesystem gets after debootstrap, and the owners (uid, gid) that differ from root's.
 ROOTFS_CHANGES: dict[str, Callable[[Path], None]] = {"argocd": _argocd_base}

@@ -1,6 +1,6 @@
 """Online Boutique's lab images (tools/boutique_images.py), built from the pinned source snapshot and run for
 real on this machine: each image holds what its upstream Dockerfile's final stage holds; the services,
-started inside their images' own root filesystems (chroot: their own Node.js, Python and libraries) on
+started inside their images' own root filesystems (chroot: their own Node.js, Python, Java and libraries) on
 loopback, answer real gRPC (catalog, shipping, currency, payment, health) and serve the storefront's whole
 journey through the frontend, checkout included.
 The cart service's STAND-IN (the real one is C#, unbuildable here) is checked over real gRPC against Redis
@@ -8,8 +8,8 @@ from the redis-cart image, concurrent replicas included. Its gRPC client tests a
 tools/lab/cart_stand_in, which has the frontend's generated client code; this module runs them with
 `go test`.
 
-Deepest layer for now: this machine (the lab's cluster runs them next). adservice (Java) is not built yet;
-loadgenerator is not needed (the acceptance suite's k6/Locust make the load)."""
+Deepest layer for now: this machine (the lab's cluster runs them next). loadgenerator is not built: the
+acceptance suite's k6/Locust make the load."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import socket
 import stat
 import subprocess
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from tests.conftest import TIMINGS, unavailable
 from tests.processes import stop_process
 
 SERVICES = ("frontend", "checkoutservice", "productcatalogservice", "shippingservice", "currencyservice",
-            "paymentservice", "emailservice", "recommendationservice", "cartservice", "redis-cart")
+            "paymentservice", "emailservice", "recommendationservice", "adservice", "cartservice", "redis-cart")
 GO = {"GOTRACEBACK": "single"}
 NODE = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 PYTHON = {**NODE, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
@@ -52,10 +53,13 @@ DOCKERFILES = {
     "recommendationservice": (["python", "recommendation_server.py"], "/recommendationservice",
                               {**PYTHON, "PORT": "8080"},
                               ["recommendationservice/demo_pb2.py", f"{SITE}/grpc/__init__.py"]),
+    "adservice": (["/app/build/install/hipstershop/bin/AdService"], "/app", NODE,
+                  ["app/build/install/hipstershop/lib/adservice.jar", "usr/lib/jvm/java-25-openjdk-amd64/bin/java",
+                   "app/build/install/hipstershop/lib/log4j-core-2.26.1.jar"]),
     "cartservice": (["/src/cartservice"], "/src", GO, []),
     "redis-cart": (["/usr/bin/redis-server"], "/data", NODE, []),
 }
-ON_DEBIAN = ("currencyservice", "paymentservice", "emailservice", "recommendationservice", "redis-cart")
+ON_DEBIAN = ("currencyservice", "paymentservice", "emailservice", "recommendationservice", "adservice", "redis-cart")
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +161,25 @@ def started(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def roots(built, tmp_path_factory) -> dict[str, Path]:
-    """Each image's file system, unpacked, with a container's device nodes."""
-    return {s: with_container_devices(unpacked(built[s][0], tmp_path_factory.mktemp(s))) for s in SERVICES}
+def roots(built):
+    """Each image's file system, unpacked, with a container's device nodes and, for the JVM (which finds its
+    own libraries through /proc/self/exe), a /proc of its own; unmounted and removed afterwards, also on
+    failure. Not in pytest's tmp_path: it keeps the last runs' folders (about 1 GiB each here), and its
+    clean-up of them ran out of file descriptors at the session's end."""
+    workdir = Path(tempfile.mkdtemp(prefix="boutique-images-", dir="/var/tmp"))
+    proc = workdir / "adservice" / "proc"
+    try:
+        unpacked_roots = {s: with_container_devices(unpacked(built[s][0], workdir / s)) for s in SERVICES}
+        proc.mkdir(exist_ok=True)
+        subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True, timeout=30)
+        yield unpacked_roots
+    finally:
+        if proc.is_mount() and subprocess.run(["umount", str(proc)], timeout=60).returncode != 0:
+            subprocess.run(["umount", "-l", str(proc)], timeout=60)
+        if not proc.is_mount():  # never remove a tree that still holds a mounted /proc
+            # rm, not shutil.rmtree: in pytest's process, rmtree of these trees left thousands of directory
+            # descriptors open (seen in /proc/<pid>/fd; cause not found) and ran the session out of them.
+            subprocess.run(["rm", "-rf", "--one-file-system", str(workdir)], check=True, timeout=600)
 
 
 def run_image(started: Started, built, roots, service: str, port: int, *args: str, **env: str) -> str:
@@ -190,31 +210,32 @@ def services(built, roots, redis, started) -> dict[str, str]:
     def run(service: str, **env: str) -> None:
         run_image(started, built, roots, service, ports[service], **quiet, PORT=str(ports[service]), **env)
 
-    for service in ("productcatalogservice", "shippingservice", "currencyservice", "paymentservice", "emailservice"):
+    for service in ("productcatalogservice", "shippingservice", "currencyservice", "paymentservice", "emailservice",
+                    "adservice"):
         run(service)
     run("cartservice", REDIS_ADDR=redis)
     run("recommendationservice", PRODUCT_CATALOG_SERVICE_ADDR=addresses["productcatalogservice"])
-    # Not built here yet (adservice: Java) or not part of the lab (the shopping assistant needs Google's AI
-    # APIs): nothing listens at their addresses, and the frontend leaves them out of its pages.
-    elsewhere = {name: "127.0.0.1:9" for name in ("AD_SERVICE_ADDR", "SHOPPING_ASSISTANT_SERVICE_ADDR")}
+    # Not part of the lab (the shopping assistant needs Google's AI APIs): nothing listens there.
+    elsewhere = {"SHOPPING_ASSISTANT_SERVICE_ADDR": "127.0.0.1:9"}
     backends = {"PRODUCT_CATALOG_SERVICE_ADDR": addresses["productcatalogservice"],
                 "SHIPPING_SERVICE_ADDR": addresses["shippingservice"], "CART_SERVICE_ADDR": addresses["cartservice"],
                 "CURRENCY_SERVICE_ADDR": addresses["currencyservice"],
-                "PAYMENT_SERVICE_ADDR": addresses["paymentservice"], "EMAIL_SERVICE_ADDR": addresses["emailservice"]}
+                "PAYMENT_SERVICE_ADDR": addresses["paymentservice"], "EMAIL_SERVICE_ADDR": addresses["emailservice"],
+                "AD_SERVICE_ADDR": addresses["adservice"]}
     run("checkoutservice", **backends, **elsewhere)
     run("frontend", **backends, **elsewhere, CHECKOUT_SERVICE_ADDR=addresses["checkoutservice"],
         RECOMMENDATION_SERVICE_ADDR=addresses["recommendationservice"])
     return addresses
 
 
-def test_each_image_holds_what_its_dockerfile_s_final_stage_holds(built, tmp_path):
+def test_each_image_holds_what_its_dockerfile_s_final_stage_holds(built, roots):
     for service, (entrypoint, workdir, env, files) in DOCKERFILES.items():
         config, layers = image(built[service][0])
         assert config["config"]["Entrypoint"] == entrypoint, service
         assert config["config"]["WorkingDir"] == workdir, service
         assert dict(item.split("=", 1) for item in config["config"]["Env"]) == env, service
         assert "User" not in config["config"], f"{service}: its base image runs as root; the pod sets the user"
-        root = unpacked(built[service][0], tmp_path / service)
+        root = roots[service]
         for name in files:
             assert (root / name).is_file(), f"{service}: {name} missing"
         if service in ON_DEBIAN:  # Debian's Node.js or Python, then the service: two layers, as alpine + COPY
@@ -248,26 +269,26 @@ def test_the_go_and_node_services_answer_real_grpc_from_their_images(services):
                  "SHIPPING_SERVICE_ADDR": services["shippingservice"],
                  "CURRENCY_SERVICE_ADDR": services["currencyservice"],
                  "PAYMENT_SERVICE_ADDR": services["paymentservice"],
+                 "AD_SERVICE_ADDR": services["adservice"],
                  "CHECKOUT_SERVICE_ADDR": services["checkoutservice"]}
-    proc = subprocess.run(["go", "test", "-count=1", "-v", "-run", "ProductCatalog|Shipping|Currency|Payment|Checkout",
-                           "./..."],
+    tests = "ProductCatalog|Shipping|Currency|Payment|Ads|Checkout"
+    proc = subprocess.run(["go", "test", "-count=1", "-v", "-run", tests, "./..."],
                           cwd=prepared_source("cart-stand-in"), env=go_env(**addresses), capture_output=True,
                           text=True, timeout=900)
     print(proc.stdout[-3000:])
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     for name in ("TestProductCatalogServesItsCatalog", "TestShippingQuotesAndShips", "TestCurrencyConverts",
-                 "TestPaymentCharges", "TestCheckoutIsServing"):
+                 "TestPaymentCharges", "TestAdsServeTheirContext", "TestCheckoutIsServing"):
         assert f"--- PASS: {name}" in proc.stdout, f"{name} did not pass (or skipped):\n{proc.stdout[-3000:]}"
     assert "products, the first" in proc.stdout
 
 
-def test_the_storefront_journey_works_through_the_real_services(services):
+def test_the_storefront_journey_works_through_the_real_services(services, started):
     """The frontend with the real services behind it (the cart through its stand-in), k6's journey: the home
     page lists the catalog, prices convert to another currency, a product page shows its product and the
     recommendation service's picks, an item added goes to the cart (kept in Redis), the cart page shows it
     with a shipping quote, and checkout (checkout -> payment, shipping, email, cart) confirms the order and
-    empties the cart. Ads (adservice: Java, not built here yet) are asked for and, with nothing listening, left
-    out of the page, as the frontend does when they fail."""
+    empties the cart; the product page carries adservice's ad."""
     base = f"http://{services['frontend']}"
     session = requests.Session()
     health = session.get(f"{base}/_healthz", timeout=10)
@@ -276,6 +297,7 @@ def test_the_storefront_journey_works_through_the_real_services(services):
     assert icon.status_code == 200 and len(icon.content) > 100
     home = session.get(base + "/", timeout=30)
     assert home.status_code == 200 and "Sunglasses" in home.text and "/product/OLJCESPC7Z" in home.text, home.text[:800]
+
     euros = session.post(f"{base}/setCurrency", data={"currency_code": "EUR"}, timeout=30)
     assert euros.status_code == 200 and "€" in euros.text, euros.text[:800]
     product = session.get(f"{base}/product/OLJCESPC7Z", timeout=30)
@@ -284,6 +306,12 @@ def test_the_storefront_journey_works_through_the_real_services(services):
                          allow_redirects=False)
     assert added.status_code == 302 and added.headers["Location"].endswith("/cart"), added.text[:800]
     assert "You May Also Like" in product.text, "no recommendations on the product page"
+    # The product page carries an ad for its categories. The frontend gives adservice 100 ms and shows none
+    # when it is slower (a JVM warming up on a busy machine): one load in 10 with an ad is the check.
+    with_ads = sum("<strong>Ad</strong>" in session.get(f"{base}/product/OLJCESPC7Z", timeout=30).text
+                   for _ in range(10))
+    assert with_ads > 0, "no ad from adservice on the product page in 10 loads:\n" + "\n".join(
+        line for line in (started.logs / "frontend.log").read_text().splitlines() if "ads" in line)[-2000:]
     cart = session.get(f"{base}/cart", timeout=30)
     assert cart.status_code == 200 and "Sunglasses" in cart.text and "Shipping" in cart.text, cart.text[:800]
     order = session.post(f"{base}/cart/checkout", timeout=30, data={
@@ -294,3 +322,28 @@ def test_the_storefront_journey_works_through_the_real_services(services):
     assert order.status_code == 200 and "Your order is complete!" in order.text, order.text[:1500]
     emptied = session.get(f"{base}/cart", timeout=30)
     assert emptied.status_code == 200 and "Sunglasses" not in emptied.text.split("You May Also Like")[0]
+
+
+def test_adservice_s_pins_are_its_build_gradle_s_except_the_two_maven_central_lacks():
+    """tools/boutique_images.py's Maven coordinates against upstream's build.gradle: the same artifacts at the
+    same versions, except grpc-java (1.82.1 -> 1.82.2) and grpc-census (-> 1.81.0), which are documented."""
+    import re
+
+    from tools import boutique_images
+    from tools.gobuild import BOUTIQUE_TREE, unpacked_sources
+
+    gradle = (unpacked_sources() / BOUTIQUE_TREE / "src/adservice/build.gradle").read_text()
+    variables = dict(re.findall(r'def (\w+) = "([^"]+)"', gradle))
+    upstream = {}
+    for group, artifact, version in re.findall(r'"([\w.-]+):([\w.-]+):([^"]+)"', gradle):
+        upstream[f"{group}:{artifact}"] = re.sub(r"\$\{(\w+)\}", lambda m: variables[m[1]], version)
+    ours = {":".join(c.split(":")[:2]): c.split(":")[2] for c in boutique_images.ADSERVICE_DEPENDENCIES}
+    generators = {":".join(c.split(":")[:2]): c.split(":")[2] for c in boutique_images.ADSERVICE_GENERATORS}
+    assert set(ours) | set(generators) <= set(upstream), set(ours) - set(upstream)
+    differing = {name: (upstream[name], version) for name, version in {**ours, **generators}.items()
+                 if upstream[name] != version}
+    grpc = {name: ("1.82.1", "1.82.2") for name in upstream
+            if name.startswith("io.grpc:") and name != "io.grpc:grpc-census"}
+    assert differing == {**grpc, "io.grpc:grpc-census": ("1.82.1", "1.81.0")}, differing
+    assert {name for name in upstream if not name.startswith("com.github") and "gradle" not in name} <= (
+        set(ours) | set(generators)), "a dependency of build.gradle is missing"

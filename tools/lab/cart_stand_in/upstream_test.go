@@ -95,6 +95,21 @@ func TestPaymentCharges(t *testing.T) {
 	}
 }
 
+func TestAdsServeTheirContext(t *testing.T) {
+	ads := pb.NewAdServiceClient(dial(t, "AD_SERVICE_ADDR"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	response, err := ads.GetAds(ctx, &pb.AdRequest{ContextKeys: []string{"kitchen"}})
+	if err != nil || len(response.Ads) == 0 {
+		t.Fatalf("GetAds for kitchen: %v (%v)", response, err)
+	}
+	random, err := ads.GetAds(ctx, &pb.AdRequest{})
+	if err != nil || len(random.Ads) == 0 {
+		t.Fatalf("GetAds without context (random ads): %v (%v)", random, err)
+	}
+	t.Logf("kitchen: %s", response.Ads[0].Text)
+}
+
 func TestCheckoutIsServing(t *testing.T) {
 	dial(t, "CHECKOUT_SERVICE_ADDR") // PlaceOrder needs the Node and Python services (not built here yet)
 }
