@@ -10,9 +10,9 @@ unchanged: files/app-repo/ci/build.sh); the lab's recipes give each image what i
 holds (the program, its files, WORKDIR, ENV, ENTRYPOINT) on no base at all where upstream's base is
 distroless/static, on Debian's packages where it is alpine's. Built: the Go services (through the Go module
 proxy), the Node services (npm registry; Debian's Node.js), the email and recommendation services (PyPI;
-Debian's Python), redis-cart (Debian's Redis) and the cart service's STAND-IN (tools/lab/cart_stand_in: the
-real cartservice is C#, and no .NET SDK or NuGet feed is reachable here).
-Not yet: adservice (Java) and loadgenerator (docs/lab.md, "Online Boutique in the lab").
+Debian's Python), adservice (Maven Central; Debian's OpenJDK), redis-cart (Debian's Redis) and the cart
+service's STAND-IN (tools/lab/cart_stand_in: the real cartservice is C#, and no .NET SDK or NuGet feed is
+reachable here). Not built: loadgenerator (NOT_BUILT; docs/lab.md, "Online Boutique in the lab").
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import hashlib
 import os
 import shutil
 import stat
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -31,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tools.buildlock import build_lock
-from tools.gobuild import BOUTIQUE_GO_SERVICES, BOUTIQUE_TREE, CACHE, ToolUnavailable, source_build, unpacked_sources
+from tools.gobuild import BOUTIQUE_GO_SERVICES, BOUTIQUE_TREE, CACHE, _run, source_build, unpacked_sources
 from tools.images import PATH, Recipe, build_image, rootfs_layer
 
 TIMES: dict[str, float] = {}
@@ -39,10 +38,32 @@ TIMES: dict[str, float] = {}
 GO_ENV = {"GOTRACEBACK": "single"}
 
 
+# Files a built folder keeps for the build's own bookkeeping, never placed in an image.
+MARKERS = (".complete", ".site")
+
+
+def _placed(root: Path, under: str) -> dict[str, Path]:
+    """Every file of `root` (no symlink, no build marker), placed under `under` in the image."""
+    return {
+        f"{under}/{path.relative_to(root)}": path
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.is_symlink() and path.name not in MARKERS
+    }
+
+
 def _tree_files(folder: str, under: str) -> dict[str, Path]:
     """Every file of the source snapshot's `folder`, placed under `under` in the image."""
-    root = unpacked_sources() / BOUTIQUE_TREE / folder
-    return {f"{under}/{path.relative_to(root)}": path for path in sorted(root.rglob("*")) if path.is_file()}
+    return _placed(unpacked_sources() / BOUTIQUE_TREE / folder, under)
+
+
+def add_container_devices(root: Path) -> Path:
+    """The device nodes every container runtime gives a container (/dev/null, zero, random, urandom) in the
+    root filesystem `root`: pip needs /dev/null, gRPC's C core reads /dev/urandom."""
+    (root / "dev").mkdir(exist_ok=True)
+    for name, minor in (("null", 3), ("zero", 5), ("random", 8), ("urandom", 9)):
+        if not (root / "dev" / name).exists():
+            os.mknod(root / "dev" / name, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+    return root
 
 
 def _go_service(service: str, binary_at: str, *data: str, **env: str) -> Recipe:
@@ -89,9 +110,7 @@ def node_modules(service: str) -> Path:
         for name in ("package.json", "package-lock.json"):
             shutil.copy2(lock.parent / name, work / name)
         command = ["npm", "ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund"]
-        proc = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=1200)
-        if proc.returncode != 0:
-            raise ToolUnavailable(f"npm ci for {service} failed:\n{proc.stderr[-3000:]}")
+        _run(command, dict(os.environ), cwd=work, timeout=1200)
         return work / "node_modules"
 
     return _built_once("npm", service, hashlib.sha256(lock.read_bytes()).hexdigest()[:12], make)
@@ -143,32 +162,17 @@ def _pip_download(requirements: Path, wheelhouse: Path, python: str) -> None:
     for platform in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any"):
         target += ["--platform", platform]
     for args in (["--no-deps", *target, "-r", str(requirements)], ["setuptools", "wheel"]):
-        proc = subprocess.run(
+        _run(
             [sys.executable, "-m", "pip", "download", "-q", "-d", str(wheelhouse), *args],
-            capture_output=True,
-            text=True,
+            dict(os.environ),
             timeout=1200,
         )
-        if proc.returncode != 0:
-            raise ToolUnavailable(f"pip download for {requirements.parent.name} failed:\n{proc.stderr[-3000:]}")
 
 
 def _chroot(root: Path, argv: list[str]) -> str:
-    """Run `argv` inside the root filesystem `root` (as root, with a /dev/null of its own); its output."""
-    null = root / "dev" / "null"
-    if not null.exists():
-        null.parent.mkdir(exist_ok=True)
-        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-    proc = subprocess.run(
-        ["chroot", str(root), *argv],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"},
-    )
-    if proc.returncode != 0:
-        raise ToolUnavailable(f"{' '.join(argv)} in the image's root filesystem failed:\n{proc.stderr[-3000:]}")
-    return proc.stdout
+    """Run `argv` inside the root filesystem `root` (as root, with a container's device nodes); its output."""
+    add_container_devices(root)
+    return _run(["chroot", str(root), *argv], {**PATH, "HOME": "/root"}, timeout=1800)
 
 
 # adservice's dependencies as its build.gradle pins them (group:artifact:version, runtime-only ones marked),
@@ -223,12 +227,7 @@ def _maven_pom(dependencies: tuple[str, ...]) -> str:
 
 def _maven(work: Path, *goal: str) -> None:
     """Maven's dependency plugin (pinned) against Maven Central, with a local repository kept in CACHE."""
-    command = ["mvn", "-B", "-q", f"-Dmaven.repo.local={CACHE / 'maven'}", *goal]
-    proc = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=1200)
-    if proc.returncode != 0:
-        raise ToolUnavailable(
-            f"{' '.join(command)} failed (Maven Central):\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}"
-        )
+    _run(["mvn", "-B", "-q", f"-Dmaven.repo.local={CACHE / 'maven'}", *goal], dict(os.environ), cwd=work, timeout=1200)
 
 
 def adservice_install() -> Path:
@@ -282,19 +281,12 @@ def adservice_install() -> Path:
 
 
 def _run_tool(command: list[str]) -> None:
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=1200)
-    if proc.returncode != 0:
-        raise ToolUnavailable(f"{' '.join(command[:3])} ... failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    _run(command, dict(os.environ), timeout=1200)
 
 
 def _java_service() -> Recipe:
     def files() -> dict[str, Path]:
-        install = adservice_install()
-        return {
-            f"{ADSERVICE_HOME}/{path.relative_to(install)}": path
-            for path in sorted(install.rglob("*"))
-            if path.is_file() and path.name != ".complete"
-        }
+        return _placed(adservice_install(), ADSERVICE_HOME)
 
     return Recipe(files, rootfs="java", entrypoint=(f"/{ADSERVICE_HOME}/bin/AdService",), workdir="/app", env=PATH)
 
@@ -304,17 +296,11 @@ def _python_service(service: str, main: str, workdir: str, **env: str) -> Recipe
     requirements where that Python finds them, the service's folder in `workdir`, `python <main>`."""
 
     def files() -> dict[str, Path]:
-        placed = _tree_files(f"src/{service}", workdir.lstrip("/"))
         packages = python_packages(service)
-        site = (packages / ".site").read_text()
-        placed.update(
-            {
-                f"{site}/{path.relative_to(packages)}": path
-                for path in sorted(packages.rglob("*"))
-                if path.is_file() and not path.is_symlink() and path.name not in (".site", ".complete")
-            }
-        )
-        return placed
+        return {
+            **_tree_files(f"src/{service}", workdir.lstrip("/")),
+            **_placed(packages, (packages / ".site").read_text()),
+        }
 
     python_env = {**PATH, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", **env}
     return Recipe(files, rootfs="python", entrypoint=("python", main), workdir=workdir, env=python_env)
@@ -325,16 +311,10 @@ def _node_service(service: str, main: str) -> Recipe:
     service's folder and its node_modules in /usr/src/app, `node <main>` as the entrypoint."""
 
     def files() -> dict[str, Path]:
-        placed = _tree_files(f"src/{service}", "usr/src/app")
-        modules = node_modules(service)
-        placed.update(
-            {
-                f"usr/src/app/node_modules/{path.relative_to(modules)}": path
-                for path in sorted(modules.rglob("*"))
-                if path.is_file() and not path.is_symlink() and path.name != ".complete"
-            }
-        )
-        return placed
+        return {
+            **_tree_files(f"src/{service}", "usr/src/app"),
+            **_placed(node_modules(service), "usr/src/app/node_modules"),
+        }
 
     return Recipe(files, rootfs="nodejs", entrypoint=("node", main), workdir="/usr/src/app", env=PATH)
 

@@ -80,8 +80,6 @@ class SourceBuild:
         return f"{self.version}-{hashlib.sha256(recipe.encode()).hexdigest()[:8]}"
 
     def _repo_tree_digest(self) -> str:
-        if not self.repo_tree:
-            return ""
         digest = hashlib.sha256()
         for path in sorted((REPO / self.repo_tree).rglob("*")):
             if path.is_file():
@@ -269,10 +267,12 @@ def go_env(cgo: bool = False, toolchain: str = "local", **extra: str) -> dict[st
     )
 
 
-def _run(cmd: list[str], env: dict, cwd: Path | None = None) -> str:
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=3000)
+def _run(cmd: list[str], env: dict, cwd: Path | None = None, timeout: float = 3000) -> str:
+    """`cmd`'s output; a failure raises ToolUnavailable with the ends of its output and errors (Maven's quiet
+    mode, for one, reports on standard output)."""
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise ToolUnavailable(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        raise ToolUnavailable(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
     return proc.stdout
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import stat
 import subprocess
 import tarfile
 import tempfile
@@ -27,10 +26,8 @@ import pytest
 import requests
 
 from tests.conftest import TIMINGS, unavailable
-from tests.processes import stop_process
+from tests.processes import free_port, stop_process
 
-SERVICES = ("frontend", "checkoutservice", "productcatalogservice", "shippingservice", "currencyservice",
-            "paymentservice", "emailservice", "recommendationservice", "adservice", "cartservice", "redis-cart")
 GO = {"GOTRACEBACK": "single"}
 NODE = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 PYTHON = {**NODE, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
@@ -59,6 +56,7 @@ DOCKERFILES = {
     "cartservice": (["/src/cartservice"], "/src", GO, []),
     "redis-cart": (["/usr/bin/redis-server"], "/data", NODE, []),
 }
+SERVICES = tuple(DOCKERFILES)
 ON_DEBIAN = ("currencyservice", "paymentservice", "emailservice", "recommendationservice", "adservice", "redis-cart")
 
 
@@ -94,22 +92,6 @@ def unpacked(layout: Path, dest: Path) -> Path:
         with tarfile.open(layer) as tar:
             tar.extractall(dest, filter="fully_trusted")
     return dest
-
-
-def with_container_devices(root: Path) -> Path:
-    """The device nodes every container runtime gives a container (/dev/null, zero, random, urandom): gRPC's
-    C core reads /dev/urandom."""
-    (root / "dev").mkdir(exist_ok=True)
-    for name, minor in (("null", 3), ("zero", 5), ("random", 8), ("urandom", 9)):
-        if not (root / "dev" / name).exists():
-            os.mknod(root / "dev" / name, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
-    return root
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(what: str, port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 30) -> None:
@@ -166,10 +148,12 @@ def roots(built):
     own libraries through /proc/self/exe), a /proc of its own; unmounted and removed afterwards, also on
     failure. Not in pytest's tmp_path: it keeps the last runs' folders (about 1 GiB each here), and its
     clean-up of them ran out of file descriptors at the session's end."""
+    from tools.boutique_images import add_container_devices
+
     workdir = Path(tempfile.mkdtemp(prefix="boutique-images-", dir="/var/tmp"))
     proc = workdir / "adservice" / "proc"
     try:
-        unpacked_roots = {s: with_container_devices(unpacked(built[s][0], workdir / s)) for s in SERVICES}
+        unpacked_roots = {s: add_container_devices(unpacked(built[s][0], workdir / s)) for s in SERVICES}
         proc.mkdir(exist_ok=True)
         subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True, timeout=30)
         yield unpacked_roots

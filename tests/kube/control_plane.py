@@ -13,7 +13,6 @@ Processes are ours: started in their own session, stopped by PID (SIGTERM, then 
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import ssl
 import subprocess
 import time
@@ -27,16 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tasks.certificates import ensure_ca, ensure_server_cert
-from tests.processes import stop_process
+from tests.processes import free_port, stop_process
 from tools.gobuild import kube_build
 
 START_TIMEOUT_S = 120
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def issue_client_cert(pki: Path, name: str, organization: str, days: float = 1,

@@ -57,7 +57,11 @@ class Measurements:
         self.times: dict[str, float] = {}
 
     def __call__(self, what: str, started: float) -> float:
-        self.times[what] = round(time.monotonic() - started, 1)
+        return self.record(what, time.monotonic() - started)
+
+    def record(self, what: str, seconds: float) -> float:
+        """A time measured elsewhere (a thread's)."""
+        self.times[what] = round(seconds, 1)
         print(f"{what}: {self.times[what]}s")
         return self.times[what]
 

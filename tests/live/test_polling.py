@@ -16,6 +16,5 @@ report = measure.report_fixture()
 
 def test_a_commit_goes_live_by_argo_cd_s_own_polling(argo_polling):
     took = argo_polling.result()
-    measure.times["commit to live, Argo CD's default polling (no refresh)"] = round(took, 1)
-    print(f"commit to live, Argo CD's default polling (no refresh): {took:.1f}s")
+    measure.record("commit to live, Argo CD's default polling (no refresh)", took)
     assert took > 0

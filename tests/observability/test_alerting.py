@@ -9,7 +9,6 @@ the rules are also unit-tested with Debian's promtool 2.42.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -21,7 +20,7 @@ import yaml
 
 from tests.conftest import REPO, unavailable
 from tests.observability.stack import alertmanager_config, write_rules_file
-from tests.processes import stop_process
+from tests.processes import free_port, stop_process
 from tests.slack_stand_in import SlackStandIn
 from tools.gobuild import ToolUnavailable, go_tool
 
@@ -162,12 +161,6 @@ def test_routing_sends_each_alert_where_it_belongs(amtool, am_config_file, label
 
 
 # ----------------------------------------------------------------------------------------- end to end
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Exporter:
