@@ -267,7 +267,9 @@ def adservice_install() -> Path:
         sources = sorted(map(str, [*generated.rglob("*.java"), *(source / "src/main/java").rglob("*.java")]))
         _run_tool(["javac", "--release", "17", "-nowarn", "-cp", f"{install / 'lib'}/*", "-d", str(classes), *sources])
         shutil.copy2(source / "src/main/resources/log4j2.xml", classes / "log4j2.xml")
-        _run_tool(["jar", "cf", str(install / "lib" / "adservice.jar"), "-C", str(classes), "."])
+        # a fixed date in the jar's entries: the same sources give the same jar, so the same image digest
+        jar = ["jar", "--create", "--date=1980-01-01T00:00:02Z", f"--file={install / 'lib' / 'adservice.jar'}"]
+        _run_tool([*jar, "-C", str(classes), "."])
         (install / "bin").mkdir()
         (install / "bin" / "AdService").write_text(ADSERVICE_SCRIPT)
         (install / "bin" / "AdService").chmod(0o755)
